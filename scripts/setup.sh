@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install what a fresh Debian machine lacks: Xvfb + Mesa for napari's canvas, then the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SYSTEM_PACKAGES="xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4
+libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0
+libxcb-shape0 libdbus-1-3 libfontconfig1"
+missing=""
+for pkg in $SYSTEM_PACKAGES; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
+fi
+
+# torch is pinned here (not in pyproject) so pip takes the build this machine has on disk.
+python3 -m pip install -q torch==2.14.1 torchvision==0.29.1 -e ".[test]"

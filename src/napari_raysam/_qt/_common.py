@@ -1,0 +1,88 @@
+"""Small Qt helpers shared by the docks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from qtpy.QtWidgets import QComboBox, QLabel
+
+from ..core.errors import RaysamError
+
+
+class LayerCombo(QComboBox):
+    """A combo box listing the viewer's layers of one type, kept in sync with the viewer."""
+
+    def __init__(self, viewer, layer_type: str):
+        super().__init__()
+        self.viewer = viewer
+        self.layer_type = layer_type
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self.refresh)
+        self.refresh()
+
+    def layers(self) -> list:
+        return [layer for layer in self.viewer.layers if type(layer).__name__ == self.layer_type]
+
+    def refresh(self, _event=None):
+        current = self.currentText()
+        names = [layer.name for layer in self.layers()]
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+
+    def current_layer(self):
+        name = self.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+
+def parse_channels(text: str) -> tuple[int, ...] | None:
+    """'2,0,3' -> (2, 0, 3); '' -> None (the policy's default)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return tuple(int(part) for part in text.replace(" ", ",").split(",") if part)
+    except ValueError:
+        raise RaysamError(
+            f"Channels {text!r} are not numbers: write them like '2,0,3' (at most 3)."
+        ) from None
+
+
+def show_status(label: QLabel, message: str, error: bool = False) -> None:
+    label.setText(message)
+    label.setStyleSheet("color: #e05050;" if error else "")
+
+
+def run_in_worker(func: Callable, args: tuple, done: Callable, error: Callable,
+                  finished: Callable | None = None):
+    """Run ``func(*args)`` in a napari thread worker; results and errors come back in Qt.
+
+    A :class:`RaysamError` (a problem the user can fix) is caught in the worker and handed to
+    ``error`` as a value, so napari shows no traceback dialog for it; anything else is a bug
+    and also reaches napari's error notifications.
+    """
+    from napari.qt.threading import create_worker
+
+    def guarded():
+        try:
+            return True, func(*args)
+        except RaysamError as exc:
+            return False, exc
+
+    worker = create_worker(guarded, _start_thread=False)
+    worker.returned.connect(lambda result: (done if result[0] else error)(result[1]))
+    worker.errored.connect(error)
+    if finished is not None:
+        worker.finished.connect(finished)
+    worker.start()
+    return worker
+
+
+def preload_heavy_modules() -> None:
+    """Import torch and SAM code once on the main thread, so workers find them loaded."""
+    import micro_sam.instance_segmentation  # noqa: F401
+    import micro_sam.prompt_based_segmentation  # noqa: F401
+    import segment_anything  # noqa: F401

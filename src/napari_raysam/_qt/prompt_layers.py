@@ -1,0 +1,133 @@
+"""The prompt layers the Segment dock draws on: points (+/-), boxes, a preview, a target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+POINTS, BOXES, PREVIEW = "raysam points", "raysam boxes", "raysam preview"
+POSITIVE, NEGATIVE = "limegreen", "red"
+
+
+class PromptLayers:
+    """Creates and reads the prompt layers for one image layer."""
+
+    def __init__(self, viewer, on_change: Callable[[], None]):
+        self.viewer = viewer
+        self.on_change = on_change
+        self.sign = 1
+        self._muted = False
+
+    def _layer(self, name):
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def ensure(self, image_layer, shape: tuple[int, int]) -> None:
+        """Create the prompt layers (2D, aligned with the image's last two axes) if missing."""
+        scale, translate = image_layer.scale[-2:], image_layer.translate[-2:]
+        preview = self._layer(PREVIEW)
+        if preview is None or preview.data.shape != tuple(shape):
+            if preview is not None:
+                self.viewer.layers.remove(preview)
+            self.viewer.add_labels(np.zeros(shape, np.uint32), name=PREVIEW, opacity=0.5,
+                                   scale=scale, translate=translate)
+        if self._layer(BOXES) is None:
+            boxes = self.viewer.add_shapes(name=BOXES, ndim=2, edge_color="yellow",
+                                           face_color="transparent", edge_width=2,
+                                           scale=scale, translate=translate)
+            boxes.events.data.connect(self._changed)
+        if self._layer(POINTS) is None:
+            points = self.viewer.add_points(ndim=2, name=POINTS, size=8, scale=scale,
+                                            translate=translate,
+                                            features={"sign": np.zeros(0, int)})
+            points.feature_defaults["sign"] = self.sign
+            points.events.data.connect(self._changed)
+            points.mode = "add"
+        self.viewer.layers.selection.active = self._layer(POINTS)
+
+    def _changed(self, _event=None):
+        if self._muted:
+            return
+        points = self._layer(POINTS)
+        if points is not None and len(points.data):
+            colours = np.where(points.features["sign"].to_numpy() == 1, POSITIVE, NEGATIVE)
+            self._muted = True
+            try:
+                points.face_color = list(colours)
+            finally:
+                self._muted = False
+        self.on_change()
+
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        points = self._layer(POINTS)
+        if points is None or len(points.data) == 0:
+            return np.zeros((0, 2)), np.zeros(0, int)
+        return np.asarray(points.data)[:, -2:], points.features["sign"].to_numpy().astype(int)
+
+    def boxes(self) -> list[np.ndarray]:
+        """Boxes as (row0, col0, row1, col1) from the rectangles drawn."""
+        shapes = self._layer(BOXES)
+        if shapes is None:
+            return []
+        boxes = []
+        for vertices in shapes.data:
+            vertices = np.asarray(vertices)[:, -2:]
+            boxes.append(np.concatenate([vertices.min(axis=0), vertices.max(axis=0)]))
+        return boxes
+
+    def add_point(self, row: float, col: float, sign: int | None = None) -> None:
+        """Add a prompt point (what a click in add mode does)."""
+        points = self._layer(POINTS)
+        points.feature_defaults["sign"] = self.sign if sign is None else sign
+        points.add([[row, col]])
+        points.feature_defaults["sign"] = self.sign
+
+    def add_box(self, row0: float, col0: float, row1: float, col1: float) -> None:
+        self._layer(BOXES).add_rectangles(np.array([[row0, col0], [row1, col1]]))
+
+    def toggle_sign(self) -> int:
+        self.sign = 0 if self.sign == 1 else 1
+        points = self._layer(POINTS)
+        if points is not None:
+            points.feature_defaults["sign"] = self.sign
+            points.current_face_color = POSITIVE if self.sign else NEGATIVE
+        return self.sign
+
+    def show_preview(self, masks: list[np.ndarray]) -> None:
+        preview = self._layer(PREVIEW)
+        if preview is None:
+            return
+        data = np.zeros(preview.data.shape, np.uint32)
+        for i, mask in enumerate(masks, start=1):
+            data[mask & (data == 0)] = i
+        preview.data = data
+
+    def preview_masks(self) -> list[np.ndarray]:
+        preview = self._layer(PREVIEW)
+        if preview is None:
+            return []
+        data = np.asarray(preview.data)
+        return [data == i for i in range(1, int(data.max()) + 1) if (data == i).any()]
+
+    def target_labels(self, image_layer):
+        """The Labels layer commits go to ('<image> objects'), created to match the image."""
+        name = f"{image_layer.name} objects"
+        if name not in self.viewer.layers:
+            shape = image_layer.data.shape[:-1] if image_layer.rgb else image_layer.data.shape
+            axis = image_layer.metadata.get("raysam_channel_axis")
+            if axis is not None:
+                shape = shape[:axis] + shape[axis + 1:]
+            scale = [s for i, s in enumerate(image_layer.scale) if i != axis]
+            self.viewer.add_labels(np.zeros(shape, np.uint32), name=name, scale=scale)
+        return self.viewer.layers[name]
+
+    def clear(self) -> None:
+        self._muted = True
+        try:
+            for name in (POINTS, BOXES):
+                layer = self._layer(name)
+                if layer is not None and len(layer.data):
+                    layer.data = np.zeros((0, 2)) if name == POINTS else []
+        finally:
+            self._muted = False
+        self.show_preview([])

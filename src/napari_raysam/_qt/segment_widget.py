@@ -1,0 +1,300 @@
+"""Segment dock: pick an image and a SAM model, click or box cells, commit masks as labels.
+
+Keys (viewer-wide while the dock is open): ``C`` commit the preview as new object(s),
+``Shift-C`` clear prompts and preview, ``T`` flip the sign of the next point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core import segment as seg
+from ..core.embeddings import EmbeddingCache
+from ..core.errors import RaysamError
+from ..core.images import ImagePolicy, to_sam_rgb
+from ._common import (
+    LayerCombo,
+    parse_channels,
+    preload_heavy_modules,
+    run_in_worker,
+    show_status,
+)
+from .prompt_layers import PromptLayers
+
+DEFAULT_MODELS = ("tiny", "vit_b_lm", "vit_t_lm", "vit_b", "vit_l_lm")
+
+
+class SegmentWidget(QWidget):
+    """The Segment dock."""
+
+    progress = Signal(int, int)
+
+    def __init__(self, napari_viewer, cache: EmbeddingCache | None = None):
+        super().__init__()
+        preload_heavy_modules()
+        self.viewer = napari_viewer
+        self.cache = cache or EmbeddingCache()
+        self.model = None
+        self.embeddings: dict | None = None
+        self.rgb: np.ndarray | None = None
+        self._embedded_for: tuple | None = None  # (layer, plane, encoder fingerprint)
+        self.worker = None
+        self.busy = False  # a worker of this dock is running
+        self.prompts = PromptLayers(napari_viewer, on_change=self.update_preview)
+
+        self.image_combo = LayerCombo(napari_viewer, "Image")
+        self.channels_edit = QLineEdit()
+        self.channels_edit.setPlaceholderText("e.g. 2,0,3 (default: first 3)")
+        self.model_combo = QComboBox()
+        self.model_combo.setEditable(True)
+        self.model_combo.addItems(DEFAULT_MODELS)
+        self.embed_button = QPushButton("Compute embedding")
+        self.auto_button = QPushButton("Automatic segmentation")
+        self.commit_button = QPushButton("Commit (C)")
+        self.clear_button = QPushButton("Clear (Shift-C)")
+        self.sign_button = QPushButton("Next point: positive (T)")
+        self.progress_bar = QProgressBar()
+        self.status = QLabel("Pick an image and a model, then compute the embedding.")
+        self.status.setWordWrap(True)
+        self.cache_label = QLabel()
+        self.clear_cache_button = QPushButton("Clear cache")
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Channels", self.channels_edit)
+        form.addRow("Model", self.model_combo)
+        buttons = QHBoxLayout()
+        for button in (self.commit_button, self.clear_button):
+            buttons.addWidget(button)
+        cache_row = QHBoxLayout()
+        cache_row.addWidget(self.cache_label)
+        cache_row.addWidget(self.clear_cache_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        for widget in (self.embed_button, self.progress_bar, self.sign_button):
+            layout.addWidget(widget)
+        layout.addLayout(buttons)
+        layout.addWidget(self.auto_button)
+        layout.addWidget(self.status)
+        layout.addLayout(cache_row)
+        layout.addStretch()
+
+        self.embed_button.clicked.connect(lambda: self.compute_embedding())
+        self.auto_button.clicked.connect(lambda: self.run_automatic())
+        self.commit_button.clicked.connect(lambda: self.commit())
+        self.clear_button.clicked.connect(lambda: self.clear())
+        self.sign_button.clicked.connect(lambda: self.toggle_sign())
+        self.clear_cache_button.clicked.connect(self.clear_cache)
+        self.progress.connect(self._on_progress)
+        napari_viewer.dims.events.current_step.connect(self._on_plane_change)
+        for key, method in (("c", self.commit), ("Shift-C", self.clear), ("t", self.toggle_sign)):
+            napari_viewer.bind_key(key, lambda _v, m=method: m(), overwrite=True)
+        self.update_cache_label()
+
+    # --- state --------------------------------------------------------------------------
+
+    @property
+    def image_layer(self):
+        return self.image_combo.current_layer()
+
+    def _policy_and_plane(self):
+        """The current 2D(+channels) plane of the chosen image and its channel policy."""
+        layer = self.image_layer
+        if layer is None:
+            raise RaysamError("No image layer: open an image (or File > Open Sample) first.")
+        if self.viewer.dims.ndisplay != 2:
+            raise RaysamError("Segmenting works in the 2D view: switch the viewer to 2D.")
+        channel_axis = layer.metadata.get("raysam_channel_axis")
+        ndim = layer.ndim  # the layer's slider + displayed axes (an RGB axis not counted)
+        if channel_axis is not None and not 0 <= channel_axis < ndim - 2:
+            raise RaysamError(
+                f"Channel axis {channel_axis} must come before the two image axes "
+                "(e.g. C,Y,X or Z,C,Y,X)."
+            )
+        step = self.viewer.dims.current_step[-ndim:]
+        lead_axes = [a for a in range(ndim - 2) if a != channel_axis]
+        index = [slice(None)] * layer.data.ndim
+        for axis in lead_axes:
+            index[axis] = int(step[axis])
+        plane = np.asarray(layer.data[tuple(index)])
+        plane_index = tuple(int(step[a]) for a in lead_axes)
+        policy_axis = None
+        if channel_axis is not None:
+            policy_axis = channel_axis - sum(1 for a in lead_axes if a < channel_axis)
+        policy = ImagePolicy(channel_axis=policy_axis, channels=parse_channels(
+            self.channels_edit.text()))
+        return layer, plane_index, plane, policy
+
+    # --- model and embeddings -----------------------------------------------------------
+
+    def load_model(self, spec: str | None = None):
+        """Load the model named in the picker (or ``spec``) in a worker; returns the worker."""
+        spec = spec or self.model_combo.currentText()
+        self.model_combo.setCurrentText(spec)
+        from ..core.models import load_model
+
+        def done(model):
+            previous = self.model
+            self.model = model
+            if previous is not None and previous.encoder_fingerprint != model.encoder_fingerprint:
+                self.embeddings = None  # a different encoder never reuses features
+            show_status(self.status, f"Model {spec} ({model.model_type}) on {model.device}.")
+
+        return self._start(load_model, (spec,), done, f"Loading model {spec}...")
+
+    def compute_embedding(self):
+        """Compute (or fetch from the cache) the embedding of the current plane in a worker."""
+        try:
+            layer, plane_index, plane, policy = self._policy_and_plane()
+            rgb = to_sam_rgb(plane, policy)
+        except RaysamError as exc:
+            show_status(self.status, str(exc), error=True)
+            return None
+        spec = self.model_combo.currentText()
+
+        def work():
+            from ..core.models import load_model
+
+            model = self.model
+            if model is None or model.spec != spec:
+                model = load_model(spec)
+            embeddings = self.cache.get_or_compute(model, rgb, progress=self.progress.emit)
+            return model, embeddings
+
+        def done(result):
+            self.model, self.embeddings = result
+            self.rgb = rgb
+            self._embedded_for = (layer.name, plane_index, self.model.encoder_fingerprint)
+            self.prompts.ensure(layer, rgb.shape[:2])
+            self.update_cache_label()
+            show_status(self.status, f"Embedding ready ({layer.name}, plane {plane_index}). "
+                        "Click cells (positive/negative) or draw boxes.")
+            self.update_preview()
+
+        return self._start(work, (), done, "Computing the image embedding...")
+
+    def _on_plane_change(self, _event=None):
+        if self._embedded_for is None or self.image_layer is None:
+            return
+        try:
+            _, plane_index, _, _ = self._policy_and_plane()
+        except RaysamError:
+            return
+        if plane_index != self._embedded_for[1]:
+            self.embeddings = None
+            self.prompts.clear()
+            self.compute_embedding()
+
+    # --- prompts, preview, commit -------------------------------------------------------
+
+    def masks_from_prompts(self) -> list[np.ndarray]:
+        """Masks for the current prompts: one per box (points refine a single box)."""
+        if self.embeddings is None or self.model is None:
+            return []
+        points, labels = self.prompts.points()
+        boxes = self.prompts.boxes()
+        if len(boxes) > 1:
+            return seg.segment_boxes(self.model, self.embeddings, boxes)
+        if len(boxes) == 0 and len(points) == 0:
+            return []
+        box = boxes[0] if len(boxes) else None
+        return [seg.segment(self.model, self.embeddings, points, labels, box)]
+
+    def update_preview(self):
+        try:
+            masks = self.masks_from_prompts()
+        except RaysamError as exc:
+            show_status(self.status, str(exc), error=True)
+            masks = []
+        self.prompts.show_preview(masks)
+
+    def commit(self) -> list[int]:
+        """Write each preview mask as a new object id into the target labels (undoable)."""
+        masks = self.prompts.preview_masks()
+        layer = self.image_layer
+        if not masks or layer is None or self._embedded_for is None:
+            show_status(self.status, "Nothing to commit: add prompts first.", error=True)
+            return []
+        target = self.prompts.target_labels(layer)
+        plane_index = self._embedded_for[1]
+        ids = []
+        for mask in masks:
+            rows, cols = np.nonzero(mask)
+            if rows.size == 0:
+                continue
+            new_id = int(target.data.max()) + 1
+            lead = tuple(np.full(rows.size, i) for i in plane_index)
+            target.data_setitem((*lead, rows, cols), new_id)
+            ids.append(new_id)
+        self.prompts.clear()
+        show_status(self.status, f"Committed object(s) {ids} to '{target.name}'.")
+        return ids
+
+    def clear(self):
+        self.prompts.clear()
+
+    def toggle_sign(self) -> int:
+        sign = self.prompts.toggle_sign()
+        self.sign_button.setText(f"Next point: {'positive' if sign else 'negative'} (T)")
+        return sign
+
+    # --- automatic segmentation ---------------------------------------------------------
+
+    def run_automatic(self):
+        """Automatic instance segmentation of the current plane into a Labels layer."""
+        if self.embeddings is None or self.rgb is None:
+            show_status(self.status, "Compute the embedding first.", error=True)
+            return None
+        model, rgb, embeddings = self.model, self.rgb, self.embeddings
+        layer_name = f"{self.image_layer.name} automatic"
+
+        def done(labels):
+            if layer_name in self.viewer.layers:
+                self.viewer.layers[layer_name].data = labels
+            else:
+                self.viewer.add_labels(labels, name=layer_name, scale=self.image_layer.scale[-2:])
+            show_status(self.status, f"Automatic segmentation: {int(labels.max())} objects.")
+
+        return self._start(seg.automatic, (model, rgb, embeddings, self.progress.emit), done,
+                           "Automatic segmentation...")
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _start(self, func, args, done, message):
+        show_status(self.status, message)
+        self.progress_bar.setRange(0, 0)
+        self.busy = True
+        self.worker = run_in_worker(func, args, done, self._on_error, self._on_finished)
+        return self.worker
+
+    def _on_error(self, exc):
+        show_status(self.status, str(exc), error=True)
+
+    def _on_finished(self):
+        self.busy = False
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+
+    def _on_progress(self, done: int, total: int):
+        self.progress_bar.setRange(0, max(total, 1))
+        self.progress_bar.setValue(done)
+
+    def update_cache_label(self):
+        self.cache_label.setText(f"Embedding cache: {self.cache.size_bytes() / 1e6:.1f} MB")
+
+    def clear_cache(self):
+        freed = self.cache.clear()
+        self.update_cache_label()
+        show_status(self.status, f"Cleared {freed / 1e6:.1f} MB of cached embeddings.")

@@ -1,0 +1,47 @@
+"""`napari-raysam` command line: the same operations as the docks, for scripts and clusters.
+
+Each command group lives in its own module exposing ``add_parser(subparsers)``; the chosen
+subcommand's parser sets ``func`` which returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from napari_raysam.core.errors import RaysamError
+
+#: Modules that contribute subcommands (imported lazily so `--help` stays fast).
+COMMAND_MODULES = (
+    "napari_raysam.cli_models",
+    "napari_raysam.cli_dataset",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-raysam",
+        description="Segment cells with SAM, export training sets, fine-tune on Ray.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except (RaysamError, FileNotFoundError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Image embeddings: computed once, cached on disk, shaped like micro-sam's.
+
+The cache key is the hash of the SAM input pixels (which already carries the normalisation
+policy) + the image encoder's weight fingerprint + tiling + precision. A decoder-only fine-tune
+keeps the encoder, so its checkpoint reuses the cached features; any other encoder never does.
+
+Entries are zarr groups in micro-sam's layout (``features`` + ``input_size``/``original_size``,
+or one array per tile with ``shape``/``tile_shape``/``halo`` attributes), so micro-sam's
+prompt-based and automatic segmentation take them as ``image_embeddings`` unchanged. An entry is
+written to a temporary folder and renamed into place: a killed process or a full disk never
+leaves a half-written entry under a real key.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RaysamError
+from .images import POLICY_VERSION, pixel_hash
+
+Progress = Callable[[int, int], None]
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Tile shape and halo (pixels) for large images; ``None`` tiles mean one whole image."""
+
+    tile_shape: tuple[int, int] | None = None
+    halo: tuple[int, int] | None = None
+
+    @classmethod
+    def auto(cls, image_shape: tuple[int, ...], img_size: int) -> Tiling:
+        """No tiling up to twice the model's input size; beyond, tiles that fit its input."""
+        if max(image_shape[:2]) <= 2 * img_size:
+            return cls()
+        halo = img_size // 8
+        tile = img_size - 2 * halo
+        return cls((tile, tile), (halo, halo))
+
+
+def default_cache_dir() -> Path:
+    """The user's cache folder for embeddings (``NAPARI_RAYSAM_CACHE`` overrides)."""
+    override = os.environ.get("NAPARI_RAYSAM_CACHE")
+    if override:
+        return Path(override) / "embeddings"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("napari-raysam")) / "embeddings"
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto``: bf16 where the hardware has fast bf16 (CUDA, CPUs with AMX), else fp32."""
+    if precision in ("fp32", "bf16"):
+        return precision
+    if precision != "auto":
+        raise RaysamError(f"Unknown precision {precision!r}: use 'auto', 'fp32' or 'bf16'.")
+    import torch
+
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device == "cpu":
+        capability = torch.backends.cpu.get_cpu_capability()
+        return "bf16" if "AMX" in capability.upper() else "fp32"
+    return "fp32"
+
+
+def encode(model, rgb: np.ndarray, precision: str = "fp32") -> tuple[np.ndarray, list, list]:
+    """Run the image encoder on one (H, W, 3) uint8 image: (features, input_size, original_size)."""
+    import torch
+
+    predictor = model.predictor
+    resized = predictor.transform.apply_image(rgb)
+    tensor = torch.as_tensor(resized, device=model.device).permute(2, 0, 1)[None].contiguous()
+    dtype = torch.bfloat16 if precision == "bf16" else None
+    with torch.inference_mode(), torch.autocast(
+        device_type=model.device if model.device in ("cuda", "cpu") else "cpu",
+        dtype=dtype,
+        enabled=dtype is not None,
+    ):
+        features = model.sam.image_encoder(model.sam.preprocess(tensor))
+    return (
+        features.float().cpu().numpy(),
+        [int(s) for s in resized.shape[:2]],
+        [int(s) for s in rgb.shape[:2]],
+    )
+
+
+class EmbeddingCache:
+    """Disk cache of image embeddings under one folder."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def key(self, model, rgb: np.ndarray, tiling: Tiling, precision: str) -> str:
+        spec = json.dumps(
+            {
+                "cache": CACHE_VERSION,
+                "policy": POLICY_VERSION,
+                "pixels": pixel_hash(rgb),
+                "encoder": model.encoder_fingerprint,
+                "img_size": model.img_size,
+                "tile_shape": tiling.tile_shape,
+                "halo": tiling.halo,
+                "precision": precision,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(spec.encode()).hexdigest()[:40]
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.zarr"
+
+    def get_or_compute(
+        self,
+        model,
+        rgb: np.ndarray,
+        tiling: Tiling | None = None,
+        precision: str = "auto",
+        progress: Progress | None = None,
+    ) -> dict:
+        """Embeddings for ``rgb`` (SAM input from ``images.to_sam_rgb``); computed on a miss."""
+        tiling = tiling or Tiling.auto(rgb.shape, model.img_size)
+        precision = resolve_precision(precision, model.device)
+        key = self.key(model, rgb, tiling, precision)
+        final = self.path(key)
+        if final.exists():
+            try:
+                return _read_entry(final)
+            except Exception:  # a damaged entry: drop it and compute again
+                shutil.rmtree(final, ignore_errors=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            _write_entry(tmp, model, rgb, tiling, precision, progress)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                if not final.exists():  # another process may have won the race
+                    raise
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise RaysamError(
+                    f"No disk space left to cache embeddings in {self.root}. Free some space, "
+                    "clear the cache, or point NAPARI_RAYSAM_CACHE at a larger disk."
+                ) from exc
+            raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return _read_entry(final)
+
+    def size_bytes(self) -> int:
+        if not self.root.exists():
+            return 0
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
+    def entries(self) -> list[Path]:
+        return sorted(self.root.glob("*.zarr")) if self.root.exists() else []
+
+    def clear(self) -> int:
+        """Delete every entry (and leftovers of interrupted writes); return bytes freed."""
+        freed = self.size_bytes()
+        if self.root.exists():
+            for child in self.root.iterdir():
+                if child.is_dir() and (child.suffix == ".zarr" or child.name.startswith(".")):
+                    shutil.rmtree(child, ignore_errors=True)
+        return freed
+
+
+def _write_entry(path: Path, model, rgb, tiling: Tiling, precision: str, progress) -> None:
+    import zarr
+
+    root = zarr.open_group(str(path), mode="w")
+    if tiling.tile_shape is None:
+        if progress:
+            progress(0, 1)
+        features, input_size, original_size = encode(model, rgb, precision)
+        root.create_array("features", data=features)
+        root.attrs.update(input_size=input_size, original_size=original_size)
+        if progress:
+            progress(1, 1)
+        return
+    from bioimage_cpp.utils import Blocking  # micro-sam's tiling, so tile ids match its own
+
+    blocking = Blocking([0, 0], list(rgb.shape[:2]), list(tiling.tile_shape))
+    group = root.require_group("features")
+    group.attrs.update(
+        shape=list(rgb.shape[:2]), tile_shape=list(tiling.tile_shape), halo=list(tiling.halo)
+    )
+    n_tiles = blocking.number_of_blocks
+    for tile_id in range(n_tiles):
+        if progress:
+            progress(tile_id, n_tiles)
+        outer = blocking.get_block_with_halo(tile_id, list(tiling.halo)).outer_block
+        crop = rgb[outer.begin[0]:outer.end[0], outer.begin[1]:outer.end[1]]
+        features, input_size, original_size = encode(model, np.ascontiguousarray(crop), precision)
+        array = group.create_array(str(tile_id), data=features)
+        array.attrs.update(input_size=input_size, original_size=original_size)
+    root.attrs.update(input_size=None, original_size=None)
+    if progress:
+        progress(n_tiles, n_tiles)
+
+
+def _read_entry(path: Path) -> dict:
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r")
+    if root.attrs.get("input_size") is None:
+        return {"features": root["features"], "input_size": None, "original_size": None}
+    return {
+        "features": root["features"][:],
+        "input_size": list(root.attrs["input_size"]),
+        "original_size": list(root.attrs["original_size"]),
+    }

@@ -1,0 +1,354 @@
+"""Model specs -> SAM, and our checkpoint format.
+
+A *spec* is a string the user types or picks:
+
+- ``tiny``: a small SAM built from ``segment_anything.modeling`` (~0.4 M parameters, 256 px
+  input) for tests and offline use; ``tiny:SEED`` gives other random weights;
+- a micro-sam model name (``vit_b``, ``vit_b_lm``, ...), fetched through micro-sam's registry;
+- a path to a checkpoint file: an original SAM state dict, a micro-sam/torch-em checkpoint with
+  ``model_state``, or one of ours.
+
+Our checkpoint is ``{"model_state": ..., "model_type": ..., "napari_raysam": {...}}``: plain
+tensors and plain Python values, so it loads with ``torch.load(weights_only=True)``, and a
+standard-architecture one loads with ``micro_sam.util.get_sam_model(model_type, checkpoint_path)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RaysamError
+
+CHECKPOINT_FORMAT = 1
+OUR_KEY = "napari_raysam"
+STANDARD_TYPES = ("vit_t", "vit_b", "vit_l", "vit_h")
+_WIDTH_TO_TYPE = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+
+
+class ModelError(RaysamError):
+    """A model spec or checkpoint that cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """Hyper-parameters of the tiny SAM; stored in its checkpoints so it can be rebuilt."""
+
+    img_size: int = 256
+    patch_size: int = 16
+    encoder_dim: int = 64
+    encoder_depth: int = 2
+    encoder_heads: int = 2
+    window_size: int = 8
+    prompt_dim: int = 64
+    decoder_mlp_dim: int = 256
+    decoder_heads: int = 4
+
+
+@dataclass
+class LoadedModel:
+    """A SAM ready for inference, with what the embedding cache and lineage need."""
+
+    spec: str
+    model_type: str
+    sam: Any  # segment_anything.modeling.Sam
+    device: str
+    tiny_config: TinyConfig | None = None
+    lineage: dict | None = None
+    decoder_state: dict | None = None  # micro-sam instance-segmentation decoder, if any
+    _fingerprint: str | None = field(default=None, repr=False)
+    _predictor: Any = field(default=None, repr=False)
+
+    @property
+    def encoder_fingerprint(self) -> str:
+        """Hash of the image encoder's weights: equal encoders share cached embeddings."""
+        if self._fingerprint is None:
+            self._fingerprint = module_fingerprint(self.sam.image_encoder, self.model_type)
+        return self._fingerprint
+
+    @property
+    def predictor(self):
+        """A ``segment_anything.SamPredictor`` for this model (created once)."""
+        if self._predictor is None:
+            from segment_anything import SamPredictor
+
+            self._predictor = SamPredictor(self.sam)
+        return self._predictor
+
+    @property
+    def img_size(self) -> int:
+        return int(self.sam.image_encoder.img_size)
+
+
+def best_device() -> str:
+    """cuda, then mps, then cpu."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def module_fingerprint(module, tag: str = "") -> str:
+    """sha256 over a module's parameter names, shapes, dtypes and values."""
+    digest = hashlib.sha256(tag.encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+        digest.update(tensor.view(-1).view(_byte_dtype()).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _byte_dtype():
+    import torch
+
+    return torch.uint8
+
+
+def build_tiny_sam(config: TinyConfig = TinyConfig(), seed: int | None = 0):
+    """Build the tiny SAM architecture (random weights, seeded)."""
+    from functools import partial
+
+    import torch
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    grid = config.img_size // config.patch_size
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=config.img_size,
+            patch_size=config.patch_size,
+            embed_dim=config.encoder_dim,
+            depth=config.encoder_depth,
+            num_heads=config.encoder_heads,
+            mlp_ratio=4,
+            out_chans=config.prompt_dim,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=config.window_size,
+            global_attn_indexes=(config.encoder_depth - 1,),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=config.prompt_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(config.img_size, config.img_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=2,
+                embedding_dim=config.prompt_dim,
+                mlp_dim=config.decoder_mlp_dim,
+                num_heads=config.decoder_heads,
+            ),
+            transformer_dim=config.prompt_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=config.prompt_dim,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+
+
+def build_standard_sam(model_type: str):
+    """An untrained SAM of a standard architecture (vit_t needs the mobile_sam package)."""
+    arch = model_type[:5]
+    if arch == "vit_t":
+        try:
+            from mobile_sam import sam_model_registry
+        except ImportError as exc:
+            raise ModelError(
+                "vit_t (MobileSAM) needs the 'mobile_sam' package: "
+                "pip install git+https://github.com/ChaoningZhang/MobileSAM"
+            ) from exc
+    else:
+        from segment_anything import sam_model_registry
+    if arch not in sam_model_registry:
+        raise ModelError(f"Unknown SAM architecture {model_type!r}; use one of {STANDARD_TYPES}.")
+    return sam_model_registry[arch]()
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    sam,
+    model_type: str,
+    tiny_config: TinyConfig | None = None,
+    lineage: dict | None = None,
+) -> Path:
+    """Write our checkpoint atomically (temporary file, then rename)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model_state": {k: v.detach().cpu() for k, v in sam.state_dict().items()},
+        "model_type": model_type,
+        OUR_KEY: {
+            "format": CHECKPOINT_FORMAT,
+            "tiny_config": asdict(tiny_config) if tiny_config else None,
+            "lineage": lineage or {},
+        },
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint file safely (``weights_only=True``) with clear errors."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"Model file not found: {path}. Check the path, or pick a model name.")
+    with open(path, "rb") as handle:
+        head = handle.read(512).lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml")):
+        raise ModelError(
+            f"{path} is a web page, not model weights (a broken download?). "
+            "Delete it and download the checkpoint again."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(
+            f"{path} contains pickled Python objects that are not loaded for safety "
+            "(weights_only). If it is a torch-em/micro-sam training checkpoint, export the "
+            "weights with micro_sam.util.export_custom_sam_model and load that file."
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(
+            f"{path} could not be read as a PyTorch checkpoint (truncated or corrupt: {exc}). "
+            "Download or copy it again."
+        ) from exc
+    if not isinstance(state, dict):
+        raise ModelError(f"{path} holds a {type(state).__name__}, not a SAM state dict.")
+    return state
+
+
+def _strip_prefixes(state: dict) -> dict:
+    for prefix in ("module.sam.", "sam.", "module."):
+        if state and all(k.startswith(prefix) for k in state):
+            return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _infer_type(state: dict) -> str:
+    weight = state.get("image_encoder.patch_embed.proj.weight")
+    if weight is not None and int(weight.shape[0]) in _WIDTH_TO_TYPE:
+        return _WIDTH_TO_TYPE[int(weight.shape[0])]
+    if any(k.startswith("image_encoder.patch_embed.seq") for k in state):
+        return "vit_t"
+    raise ModelError(
+        "Cannot tell which SAM architecture these weights belong to; "
+        "they are not vit_t/b/l/h SAM weights."
+    )
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | None = None) -> LoadedModel:
+    """Load any supported checkpoint file into a :class:`LoadedModel`."""
+    raw = read_checkpoint(path)
+    ours = raw.get(OUR_KEY) if isinstance(raw.get(OUR_KEY), dict) else {}
+    state = raw.get("model_state", raw)
+    state = _strip_prefixes(dict(state))
+    tiny = ours.get("tiny_config")
+    if tiny:
+        config = TinyConfig(**tiny)
+        sam, model_type = build_tiny_sam(config, seed=None), "tiny"
+    else:
+        config = None
+        model_type = _infer_type(state)
+        sam = build_standard_sam(model_type)
+    try:
+        sam.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        expected = sam.state_dict()
+        differ = sorted(set(expected) ^ set(state)) or [
+            k for k in expected if tuple(expected[k].shape) != tuple(state[k].shape)
+        ]
+        raise ModelError(
+            f"{path} does not match the {model_type} architecture ({len(differ)} weights differ, "
+            f"e.g. {differ[0]!r}). It is a checkpoint for another model: pick the matching one."
+        ) from exc
+    device = device or best_device()
+    sam.to(device).eval()
+    return LoadedModel(
+        spec=str(path),
+        model_type=model_type,
+        sam=sam,
+        device=device,
+        tiny_config=config,
+        lineage=ours.get("lineage"),
+        decoder_state=raw.get("decoder_state"),
+    )
+
+
+# --- specs ---------------------------------------------------------------------------------
+
+
+def registry_names() -> list[str]:
+    """Model names micro-sam's registry knows."""
+    from micro_sam.util import get_model_names
+
+    return sorted(n for n in get_model_names() if not n.endswith("_decoder"))
+
+
+def load_model(spec: str, device: str | None = None) -> LoadedModel:
+    """Resolve a model spec (see module docstring) to a :class:`LoadedModel`."""
+    spec = str(spec).strip()
+    if not spec:
+        raise ModelError("No model given: pick a model name such as 'vit_b_lm', 'tiny' or a file.")
+    device = device or best_device()
+    if spec == "tiny" or spec.startswith("tiny:"):
+        seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
+        config = TinyConfig()
+        sam = build_tiny_sam(config, seed=seed).to(device).eval()
+        return LoadedModel(spec, "tiny", sam, device, tiny_config=config)
+    path = Path(spec).expanduser()
+    if path.suffix in (".pt", ".pth", ".ckpt") or os.sep in spec or path.exists():
+        loaded = load_checkpoint(path, device)
+        loaded.spec = spec
+        return loaded
+    return _load_registry_model(spec, device)
+
+
+def _load_registry_model(name: str, device: str) -> LoadedModel:
+    names = registry_names()
+    if name not in names:
+        raise ModelError(
+            f"Unknown model {name!r}. Use 'tiny', a checkpoint file path, or one of: "
+            + ", ".join(names)
+        )
+    from .model_download import ensure_registry_weights
+
+    ensure_registry_weights(name)
+    from micro_sam.util import get_sam_model
+
+    predictor, state = get_sam_model(model_type=name, device=device, return_state=True)
+    sam = predictor.model.eval()
+    loaded = LoadedModel(name, name[:5], sam, device, decoder_state=state.get("decoder_state"))
+    loaded._predictor = predictor
+    return loaded

@@ -1,0 +1,78 @@
+"""Entry points named in napari.yaml (sample data, readers). Heavy imports stay inside functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+LayerData = tuple[Any, dict, str]
+
+
+def _with_ground_truth(sample, name: str, image_meta: dict | None = None) -> list[LayerData]:
+    image_kwargs: dict = {"name": name}
+    if image_meta:
+        image_kwargs["metadata"] = image_meta
+    return [
+        (sample.image, image_kwargs, "image"),
+        (sample.labels, {"name": f"{name} ground truth"}, "labels"),
+    ]
+
+
+def sample_cells() -> list[LayerData]:
+    """napari sample: a 512x512 single-channel image of round cells with its ground truth."""
+    from .core.sample_data import make_sample
+
+    return _with_ground_truth(make_sample((512, 512), style="round", seed=0), "cells")
+
+
+def sample_hpa() -> list[LayerData]:
+    """napari sample: a (4, 512, 512) HPA-like composite (channels first) with its ground truth."""
+    from .core.sample_data import make_sample
+
+    sample = make_sample((512, 512), style="hpa", channels=4, seed=0)
+    meta = {"raysam_channel_axis": 0, "channel_names": list(sample.channel_names)}
+    return _with_ground_truth(sample, "hpa cells", meta)
+
+
+def get_training_set_reader(path: str | list[str]):
+    """napari reader hook: a reader for a napari-raysam training-set folder, else None."""
+    from pathlib import Path
+
+    if isinstance(path, list | tuple):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not isinstance(path, str | Path) or not Path(path).is_dir():
+        return None
+    from .core.dataset_format import is_training_set
+
+    return _read_training_set if is_training_set(path) else None
+
+
+def _read_training_set(path: str | list[str]) -> list[LayerData]:
+    """Each sample as an image layer (named by sample id) and its labels; only the first shown.
+
+    Multi-channel images become one image layer with channels first (metadata
+    ``raysam_channel_axis`` = 0 and ``channel_names``); RGB(A) images are shown as RGB.
+    """
+    import numpy as np
+
+    from .core.dataset import open_dataset
+
+    ts = open_dataset(path[0] if isinstance(path, list | tuple) else path)
+    layers: list[LayerData] = []
+    for i, (image, labels, record) in enumerate(ts.iter_samples(normalise=False)):
+        meta = {"raysam_sample": record.to_json(), "raysam_training_set": str(ts.path),
+                "split": record.split, "source": record.source}
+        kwargs: dict = {"name": record.id, "visible": i == 0}
+        if record.channel_axis is not None:
+            image = np.moveaxis(image, record.channel_axis, 0)
+            meta.update(raysam_channel_axis=0, channel_names=list(record.channel_names))
+            kwargs["rgb"] = False
+        else:
+            kwargs["rgb"] = image.ndim == 3
+        kwargs["metadata"] = meta
+        layers.append((image, kwargs, "image"))
+        labels_meta = {"raysam_sample_id": record.id, "raysam_training_set": str(ts.path)}
+        layers.append((labels, {"name": f"{record.id} labels", "visible": i == 0,
+                                "metadata": labels_meta}, "labels"))
+    return layers

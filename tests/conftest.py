@@ -1,0 +1,18 @@
+"""Shared fixtures: every test writes caches under its own temporary folder."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_RAYSAM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MICROSAM_CACHEDIR", str(tmp_path / "microsam"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from napari_raysam.core.models import load_model
+
+    return load_model("tiny", device="cpu")

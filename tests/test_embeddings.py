@@ -1,0 +1,129 @@
+import errno
+
+import numpy as np
+import pytest
+
+from napari_raysam.core import segment
+from napari_raysam.core.embeddings import EmbeddingCache, Tiling, resolve_precision
+from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.images import to_sam_rgb
+from napari_raysam.core.models import load_model
+from napari_raysam.core.sample_data import make_sample
+
+
+class EncoderCalls:
+    """Counts image-encoder forward passes of a model."""
+
+    def __init__(self, model):
+        self.n = 0
+        self.handle = model.sam.image_encoder.register_forward_hook(self._hook)
+
+    def _hook(self, *args):
+        self.n += 1
+
+
+@pytest.fixture
+def rgb():
+    return to_sam_rgb(make_sample((200, 240), seed=3).image)
+
+
+def test_cache_hit_computes_nothing(tmp_path, tiny_model, rgb):
+    cache = EmbeddingCache(tmp_path / "c")
+    calls = EncoderCalls(tiny_model)
+    first = cache.get_or_compute(tiny_model, rgb, precision="fp32")
+    assert calls.n == 1
+    again = EmbeddingCache(tmp_path / "c").get_or_compute(tiny_model, rgb, precision="fp32")
+    assert calls.n == 1  # reopened from disk: no encoder pass
+    np.testing.assert_array_equal(first["features"], again["features"])
+    assert list(again["original_size"]) == [200, 240]
+    assert len(cache.entries()) == 1 and cache.size_bytes() > 0
+    calls.handle.remove()
+
+
+def test_other_encoder_or_pixels_never_reuse(tmp_path, tiny_model, rgb):
+    cache = EmbeddingCache(tmp_path)
+    cache.get_or_compute(tiny_model, rgb, precision="fp32")
+    other = load_model("tiny:7", device="cpu")
+    calls = EncoderCalls(other)
+    cache.get_or_compute(other, rgb, precision="fp32")
+    assert calls.n == 1
+    changed = rgb.copy()
+    changed[0, 0, 0] ^= 1
+    cache.get_or_compute(other, changed, precision="fp32")
+    assert calls.n == 2 and len(cache.entries()) == 3
+
+
+def test_large_image_is_tiled_with_halo_and_segments(tmp_path, tiny_model):
+    sample = make_sample((1100, 1300), seed=5)
+    rgb = to_sam_rgb(sample.image)
+    tiling = Tiling.auto(rgb.shape, tiny_model.img_size)
+    assert tiling.tile_shape is not None and tiling.halo[0] > 0
+    cache = EmbeddingCache(tmp_path)
+    calls = EncoderCalls(tiny_model)
+    emb = cache.get_or_compute(tiny_model, rgb, precision="fp32")
+    assert emb["input_size"] is None and calls.n > 1
+    ids, counts = np.unique(sample.labels, return_counts=True)
+    target = ids[1:][np.argmax(counts[1:])]
+    rows, cols = np.nonzero(sample.labels == target)
+    mask = segment.segment(tiny_model, emb, [[rows.mean(), cols.mean()]], [1])
+    assert mask.shape == (1100, 1300)
+    n = calls.n
+    cache.get_or_compute(tiny_model, rgb, precision="fp32")
+    assert calls.n == n
+
+
+def test_4096_image_works_through_tiling(tmp_path, tiny_model):
+    rgb = np.zeros((4096, 4096, 3), np.uint8)
+    rgb[1000:1100, 3000:3100] = 200
+    tiling = Tiling((1024, 1024), (64, 64))  # 16 tiles; the auto tiles are for real models
+    emb = EmbeddingCache(tmp_path).get_or_compute(tiny_model, rgb, tiling, precision="fp32")
+    assert len(emb["features"]) == 16
+    mask = segment.segment(tiny_model, emb, box=[990, 2990, 1110, 3110])
+    assert mask.shape == (4096, 4096)
+
+
+def test_disk_full_leaves_no_entry(tmp_path, tiny_model, rgb, monkeypatch):
+    import zarr
+
+    real = zarr.Group.create_array
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zarr.Group, "create_array", full)
+    cache = EmbeddingCache(tmp_path)
+    with pytest.raises(RaysamError, match="No disk space"):
+        cache.get_or_compute(tiny_model, rgb, precision="fp32")
+    assert cache.entries() == [] and not list(tmp_path.glob(".*"))
+    monkeypatch.setattr(zarr.Group, "create_array", real)
+    assert cache.get_or_compute(tiny_model, rgb, precision="fp32")["features"].shape[0] == 1
+
+
+def test_damaged_entry_is_recomputed(tmp_path, tiny_model, rgb):
+    cache = EmbeddingCache(tmp_path)
+    cache.get_or_compute(tiny_model, rgb, precision="fp32")
+    (entry,) = cache.entries()
+    for f in entry.rglob("*"):
+        if f.is_file() and "features" in str(f.relative_to(entry)):
+            f.write_bytes(b"garbage")
+    calls = EncoderCalls(tiny_model)
+    emb = cache.get_or_compute(tiny_model, rgb, precision="fp32")
+    assert calls.n == 1 and emb["features"].shape[0] == 1
+
+
+def test_clear_and_cache_location_override(tmp_path, tiny_model, rgb):
+    cache = EmbeddingCache()  # conftest points NAPARI_RAYSAM_CACHE at a temp folder
+    assert str(cache.root).startswith(str(tmp_path))
+    cache.get_or_compute(tiny_model, rgb, precision="fp32")
+    assert cache.clear() > 0 and cache.entries() == [] and cache.size_bytes() == 0
+
+
+def test_bf16_close_to_fp32(tmp_path, tiny_model, rgb):
+    cache = EmbeddingCache(tmp_path)
+    fp32 = cache.get_or_compute(tiny_model, rgb, precision="fp32")["features"]
+    bf16 = cache.get_or_compute(tiny_model, rgb, precision="bf16")["features"]
+    rel = np.abs(fp32 - bf16).mean() / np.abs(fp32).mean()
+    assert 0 < rel < 0.05
+    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
+    with pytest.raises(RaysamError, match="Unknown precision"):
+        resolve_precision("fp8", "cpu")

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from napari_raysam.core import segment
+from napari_raysam.core.embeddings import EmbeddingCache
+from napari_raysam.core.images import to_sam_rgb
+from napari_raysam.core.sample_data import make_sample
+from napari_raysam.core.segment import PromptError
+
+
+@pytest.fixture
+def scene(tmp_path, tiny_model):
+    sample = make_sample((192, 224), seed=11)
+    rgb = to_sam_rgb(sample.image)
+    emb = EmbeddingCache(tmp_path).get_or_compute(tiny_model, rgb, precision="fp32")
+    return sample, rgb, emb
+
+
+def test_points_box_and_both_give_masks(tiny_model, scene):
+    _, _, emb = scene
+    by_point = segment.segment(tiny_model, emb, [[50, 60]], [1])
+    by_box = segment.segment(tiny_model, emb, box=[30, 40, 80, 90])
+    both = segment.segment(tiny_model, emb, [[50, 60], [10, 10]], [1, 0], box=[30, 40, 80, 90])
+    for mask in (by_point, by_box, both):
+        assert mask.shape == (192, 224) and mask.dtype == bool
+
+
+def test_several_boxes_give_several_masks(tiny_model, scene):
+    masks = segment.segment_boxes(tiny_model, scene[2], [[10, 10, 50, 50], [100, 100, 150, 180]])
+    assert len(masks) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"points": [[500, 10]], "labels": [1]}, "outside"),
+        ({"points": [[-1, 10]], "labels": [1]}, "outside"),
+        ({"box": [10, 10, 10, 50]}, "no area"),
+        ({"box": [300, 300, 400, 400]}, "no area"),
+        ({"points": [[5, 5]], "labels": [0]}, "Only negative"),
+        ({}, "No prompts"),
+        ({"points": [[5, 5], [6, 6]], "labels": [1]}, "one sign per point"),
+        ({"points": np.full((10_000, 2), 5.0), "labels": np.ones(10_000)}, "at most"),
+    ],
+)
+def test_bad_prompts(tiny_model, scene, kwargs, match):
+    with pytest.raises(PromptError, match=match):
+        segment.segment(tiny_model, scene[2], **kwargs)
+
+
+def test_box_is_clipped_to_image(tiny_model, scene):
+    mask = segment.segment(tiny_model, scene[2], box=[-20, -20, 60, 60])
+    assert mask.shape == (192, 224)
+
+
+def test_automatic_segmentation_returns_labels(tiny_model, scene):
+    _, rgb, emb = scene
+    steps = []
+    labels = segment.automatic(tiny_model, rgb, emb, progress=lambda d, t: steps.append(d))
+    assert labels.shape == (192, 224) and labels.dtype == np.uint32 and steps[-1] == 2

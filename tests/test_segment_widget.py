@@ -1,0 +1,188 @@
+"""The Segment dock in a real napari viewer (Xvfb)."""
+
+import numpy as np
+import pytest
+
+from napari_raysam.core.embeddings import EmbeddingCache
+from napari_raysam.core.sample_data import make_sample
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture
+def dock(make_napari_viewer, tmp_path):
+    from napari_raysam._qt.segment_widget import SegmentWidget
+
+    viewer = make_napari_viewer()
+    sample = make_sample((160, 192), seed=4)
+    viewer.add_image(sample.image, name="cells")
+    widget = SegmentWidget(viewer, cache=EmbeddingCache(tmp_path / "emb"))
+    viewer.window.add_dock_widget(widget)
+    widget.sample = sample
+    return viewer, widget
+
+
+def wait(qtbot, widget):
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+
+
+def embed(qtbot, widget):
+    worker = widget.compute_embedding()
+    assert worker is not None, widget.status.text()
+    wait(qtbot, widget)
+    assert widget.embeddings is not None, widget.status.text()
+
+
+def press(viewer, key):
+    """Run the viewer's binding for ``key`` as a key press does."""
+    bindings = {str(k): func for k, func in viewer.keymap.items()}
+    bindings[key](viewer)
+
+
+def cell_centre(labels, index=1):
+    ids, counts = np.unique(labels, return_counts=True)
+    target = ids[1:][np.argsort(counts[1:])[-index]]
+    rows, cols = np.nonzero(labels == target)
+    return rows.mean(), cols.mean()
+
+
+def test_points_preview_commit_undo(qtbot, dock):
+    viewer, widget = dock
+    embed(qtbot, widget)
+    preview = viewer.layers["raysam preview"]
+    assert preview.data.max() == 0
+    widget.prompts.add_point(*cell_centre(widget.sample.labels))
+    first = preview.data.copy()
+    assert first.any()
+    press(viewer, "T")
+    assert "negative" in widget.sign_button.text()
+    widget.prompts.add_point(5, 5)
+    assert list(viewer.layers["raysam points"].features["sign"]) == [1, 0]
+    assert not np.array_equal(first, preview.data)  # the negative point changed the mask
+    widget.toggle_sign()
+
+    expected = preview.data > 0
+    press(viewer, "C")
+    target = viewer.layers["cells objects"]
+    np.testing.assert_array_equal(target.data == 1, expected)
+    assert len(viewer.layers["raysam points"].data) == 0 and preview.data.max() == 0
+    target.undo()
+    assert target.data.max() == 0
+    target.redo()
+    assert target.data.max() == 1
+
+
+def test_boxes_commit_several_objects(qtbot, dock):
+    viewer, widget = dock
+    embed(qtbot, widget)
+    widget.prompts.add_box(10, 10, 60, 70)
+    widget.prompts.add_box(90, 100, 150, 180)
+    assert set(np.unique(viewer.layers["raysam preview"].data)) <= {0, 1, 2}
+    ids = widget.commit()
+    assert ids == [1, 2]
+    assert set(np.unique(viewer.layers["cells objects"].data)) <= {0, 1, 2}
+
+
+def test_clear_key_and_errors_in_status(qtbot, dock):
+    viewer, widget = dock
+    embed(qtbot, widget)
+    widget.prompts.add_point(20, 20)
+    press(viewer, "Shift+C")
+    assert len(viewer.layers["raysam points"].data) == 0
+    assert widget.commit() == [] and "Nothing to commit" in widget.status.text()
+    widget.prompts.add_box(10, 10, 10, 40)  # zero area
+    assert "no area" in widget.status.text()
+
+
+def test_automatic_segmentation_fills_labels(qtbot, dock):
+    viewer, widget = dock
+    embed(qtbot, widget)
+    assert widget.run_automatic() is not None
+    wait(qtbot, widget)
+    assert "cells automatic" in viewer.layers
+    assert viewer.layers["cells automatic"].data.shape == (160, 192)
+
+
+def test_model_switch_same_encoder_reuses_embedding(qtbot, dock, tmp_path):
+    import torch
+
+    from napari_raysam.core import models
+
+    viewer, widget = dock
+    embed(qtbot, widget)
+    sam = models.build_tiny_sam(seed=0)
+    with torch.no_grad():
+        for p in sam.mask_decoder.parameters():
+            p.mul_(0.5)
+    path = models.save_checkpoint(tmp_path / "finetuned.pt", sam, "tiny", models.TinyConfig())
+    entries = len(widget.cache.entries())
+    widget.model_combo.setCurrentText(str(path))
+    embed(qtbot, widget)
+    assert widget.model.spec == str(path)
+    assert len(widget.cache.entries()) == entries  # same encoder: no new embedding
+    widget.model_combo.setCurrentText("tiny:3")
+    embed(qtbot, widget)
+    assert len(widget.cache.entries()) == entries + 1
+
+
+def test_bad_model_shows_message_and_napari_stays(qtbot, dock, tmp_path):
+    viewer, widget = dock
+    bad = tmp_path / "page.pt"
+    bad.write_text("<html>error</html>")
+    widget.model_combo.setCurrentText(str(bad))
+    widget.compute_embedding()
+    wait(qtbot, widget)
+    assert "web page" in widget.status.text() and widget.embeddings is None
+    assert viewer.layers["cells"] is not None
+
+
+def test_stack_embeds_the_viewed_plane(qtbot, make_napari_viewer, tmp_path):
+    from napari_raysam._qt.segment_widget import SegmentWidget
+
+    viewer = make_napari_viewer()
+    stack = np.stack([make_sample((96, 96), seed=s).image for s in range(3)])
+    viewer.add_image(stack, name="stack")
+    widget = SegmentWidget(viewer, cache=EmbeddingCache(tmp_path / "emb"))
+    viewer.dims.set_current_step(0, 2)
+    embed(qtbot, widget)
+    assert widget._embedded_for[1] == (2,)
+    widget.prompts.add_point(48, 48)
+    widget.commit()
+    objects = viewer.layers["stack objects"].data
+    assert objects.shape == (3, 96, 96) and objects[2].any() and not objects[:2].any()
+    viewer.dims.set_current_step(0, 1)  # switching plane computes that plane's embedding
+    qtbot.waitUntil(lambda: widget._embedded_for[1] == (1,), timeout=TIMEOUT)
+
+
+def test_hpa_four_channel_layer(qtbot, make_napari_viewer, tmp_path):
+    from napari_raysam._qt.segment_widget import SegmentWidget
+
+    viewer = make_napari_viewer()
+    sample = make_sample((96, 112), channels=4, seed=2)
+    viewer.add_image(sample.image, name="hpa", metadata={"raysam_channel_axis": 0})
+    widget = SegmentWidget(viewer, cache=EmbeddingCache(tmp_path / "emb"))
+    widget.channels_edit.setText("2,0,3")
+    embed(qtbot, widget)
+    assert widget.rgb.shape == (96, 112, 3)
+    widget.prompts.add_point(40, 40)
+    widget.commit()
+    assert viewer.layers["hpa objects"].data.shape == (96, 112)
+
+
+def test_event_loop_runs_while_embedding_computes(qtbot, make_napari_viewer, tmp_path):
+    from qtpy.QtCore import QTimer
+
+    from napari_raysam._qt.segment_widget import SegmentWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(make_sample((1400, 1400), seed=9).image, name="big")  # tiled: slow
+    widget = SegmentWidget(viewer, cache=EmbeddingCache(tmp_path / "emb"))
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    assert widget.compute_embedding() is not None
+    wait(qtbot, widget)
+    timer.stop()
+    assert widget.embeddings is not None
+    assert len(ticks) >= 5  # the heartbeat fired while the worker computed
