@@ -54,3 +54,23 @@ def test_sample_data_opens_in_viewer(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-raysam", "cells")
     assert {"cells", "cells ground truth"} <= {layer.name for layer in viewer.layers}
+
+
+def test_wheel_carries_the_manifest(tmp_path):
+    """A normal (non-editable) install gets the real napari.yaml, not the repo's symlink."""
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(root)],
+        check=True, timeout=300,
+    )
+    (wheel,) = tmp_path.glob("napari_raysam-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        text = archive.read("napari_raysam/napari.yaml").decode()
+        entry_points = archive.read(
+            next(n for n in archive.namelist() if n.endswith("entry_points.txt"))
+        ).decode()
+    assert text == (root / "napari.yaml").read_text()
+    assert "napari_raysam:napari.yaml" in entry_points

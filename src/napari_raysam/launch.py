@@ -18,7 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     for dock in ("Segment", "Export"):
         viewer.window.add_plugin_dock_widget("napari-raysam", dock)
     if args.screenshot:
+        from qtpy.QtWidgets import QApplication
+
         viewer.window._qt_window.resize(1400, 900)
+        viewer.window._qt_window.show()
+        for _ in range(20):
+            QApplication.processEvents()
         viewer.screenshot(args.screenshot, canvas_only=False)
         viewer.close()
         return 0
