@@ -190,3 +190,15 @@ def test_bad_input_is_shown_and_nothing_written(dock, tmp_path):
     assert widget.preview() is not None and not is_error(widget)
     viewer.add_points(np.zeros((1, 2)))
     assert len(viewer.layers) == 3 and widget.worker is None
+
+
+def test_segment_dock_objects_preferred_over_ground_truth(make_napari_viewer):
+    from napari_raysam._qt.export_widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    sample = make_sample(shape=(64, 64), seed=1)
+    viewer.add_image(sample.image, name="cells")
+    viewer.add_labels(sample.labels, name="cells ground truth")
+    viewer.add_labels(np.zeros_like(sample.labels), name="cells objects")
+    widget = ExportWidget(viewer)
+    assert list(widget.selected_pairs()) == [("cells", "cells objects")]

@@ -128,3 +128,10 @@ def test_offline_registry_model_fails_fast(monkeypatch):
 
 def test_best_device_is_known():
     assert models.best_device() in ("cuda", "mps", "cpu")
+
+
+def test_random_bytes_are_called_corrupt(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(ModelError, match="not a PyTorch checkpoint"):
+        models.load_model(str(junk))

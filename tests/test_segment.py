@@ -58,3 +58,19 @@ def test_automatic_segmentation_returns_labels(tiny_model, scene):
     steps = []
     labels = segment.automatic(tiny_model, rgb, emb, progress=lambda d, t: steps.append(d))
     assert labels.shape == (192, 224) and labels.dtype == np.uint32 and steps[-1] == 2
+
+
+def test_prompts_reach_sam_in_xy_order(tiny_model, scene, monkeypatch):
+    """napari gives (row, col); SAM wants (x, y): a swap would segment the wrong place."""
+    seen = {}
+    real = tiny_model.predictor.predict
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(tiny_model.predictor, "predict", spy)
+    segment.segment(tiny_model, scene[2], [[30, 150]], [1])
+    np.testing.assert_allclose(seen["point_coords"], [[150, 30]])
+    segment.segment(tiny_model, scene[2], box=[10, 20, 60, 120])
+    np.testing.assert_allclose(np.ravel(seen["box"]), [20, 10, 120, 60])

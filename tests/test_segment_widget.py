@@ -34,9 +34,13 @@ def embed(qtbot, widget):
 
 
 def press(viewer, key):
-    """Run the viewer's binding for ``key`` as a key press does."""
-    bindings = {str(k): func for k, func in viewer.keymap.items()}
-    bindings[key](viewer)
+    """Run the binding a key press reaches: the active layer's first, else the viewer's."""
+    layer = viewer.layers.selection.active
+    for owner in (layer, viewer):
+        bindings = {str(k): func for k, func in getattr(owner, "keymap", {}).items()}
+        if key in bindings:
+            return bindings[key](owner)
+    raise AssertionError(f"{key} is not bound")
 
 
 def cell_centre(labels, index=1):
@@ -62,6 +66,7 @@ def test_points_preview_commit_undo(qtbot, dock):
     widget.toggle_sign()
 
     expected = preview.data > 0
+    assert viewer.layers.selection.active.name == "raysam points"
     press(viewer, "C")
     target = viewer.layers["cells objects"]
     np.testing.assert_array_equal(target.data == 1, expected)
@@ -87,6 +92,7 @@ def test_clear_key_and_errors_in_status(qtbot, dock):
     viewer, widget = dock
     embed(qtbot, widget)
     widget.prompts.add_point(20, 20)
+    viewer.layers.selection.active = viewer.layers["raysam boxes"]
     press(viewer, "Shift+C")
     assert len(viewer.layers["raysam points"].data) == 0
     assert widget.commit() == [] and "Nothing to commit" in widget.status.text()
@@ -101,6 +107,7 @@ def test_automatic_segmentation_fills_labels(qtbot, dock):
     wait(qtbot, widget)
     assert "cells automatic" in viewer.layers
     assert viewer.layers["cells automatic"].data.shape == (160, 192)
+    assert "objects" in widget.status.text()
 
 
 def test_model_switch_same_encoder_reuses_embedding(qtbot, dock, tmp_path):
@@ -117,8 +124,9 @@ def test_model_switch_same_encoder_reuses_embedding(qtbot, dock, tmp_path):
     path = models.save_checkpoint(tmp_path / "finetuned.pt", sam, "tiny", models.TinyConfig())
     entries = len(widget.cache.entries())
     widget.model_combo.setCurrentText(str(path))
-    embed(qtbot, widget)
-    assert widget.model.spec == str(path)
+    widget.model_combo.lineEdit().editingFinished.emit()  # what pressing Enter does
+    wait(qtbot, widget)
+    assert widget.model.spec == str(path) and widget.embeddings is not None
     assert len(widget.cache.entries()) == entries  # same encoder: no new embedding
     widget.model_combo.setCurrentText("tiny:3")
     embed(qtbot, widget)
@@ -165,7 +173,7 @@ def test_hpa_four_channel_layer(qtbot, make_napari_viewer, tmp_path):
     embed(qtbot, widget)
     assert widget.rgb.shape == (96, 112, 3)
     widget.prompts.add_point(40, 40)
-    widget.commit()
+    assert widget.commit() == [1]
     assert viewer.layers["hpa objects"].data.shape == (96, 112)
 
 

@@ -134,6 +134,8 @@ class ExportWidget(QWidget):
                 continue  # the user chose for this image
             mine = [n for n in rivals if owner.get(n) == image.name] or \
                 [n for n in rivals if n not in owner and labels_names.count(n) == 1]
+            committed = f"{image.name} objects"  # what the Segment dock commits into
+            mine = [committed] if committed in mine else mine
             default.update((image.name, n) for n in mine[:1])
         self.pair_list.blockSignals(True)
         self.pair_list.clear()

@@ -13,9 +13,11 @@ POSITIVE, NEGATIVE = "limegreen", "red"
 class PromptLayers:
     """Creates and reads the prompt layers for one image layer."""
 
-    def __init__(self, viewer, on_change: Callable[[], None]):
+    def __init__(self, viewer, on_change: Callable[[], None],
+                 keys: dict[str, Callable[[], object]] | None = None):
         self.viewer = viewer
         self.on_change = on_change
+        self.keys = keys or {}
         self.sign = 1
         self._muted = False
 
@@ -36,14 +38,21 @@ class PromptLayers:
                                            face_color="transparent", edge_width=2,
                                            scale=scale, translate=translate)
             boxes.events.data.connect(self._changed)
+            self._bind_keys(boxes)
         if self._layer(POINTS) is None:
             points = self.viewer.add_points(ndim=2, name=POINTS, size=8, scale=scale,
                                             translate=translate,
                                             features={"sign": np.zeros(0, int)})
             points.feature_defaults["sign"] = self.sign
             points.events.data.connect(self._changed)
+            self._bind_keys(points)
             points.mode = "add"
         self.viewer.layers.selection.active = self._layer(POINTS)
+
+    def _bind_keys(self, layer) -> None:
+        # a layer's own key bindings take precedence over the viewer's while it is active
+        for key, method in self.keys.items():
+            layer.bind_key(key, lambda _layer, m=method: m(), overwrite=True)
 
     def _changed(self, _event=None):
         if self._muted:
@@ -118,7 +127,9 @@ class PromptLayers:
             if axis is not None:
                 shape = shape[:axis] + shape[axis + 1:]
             scale = [s for i, s in enumerate(image_layer.scale) if i != axis]
-            self.viewer.add_labels(np.zeros(shape, np.uint32), name=name, scale=scale)
+            translate = [t for i, t in enumerate(image_layer.translate) if i != axis]
+            self.viewer.add_labels(np.zeros(shape, np.uint32), name=name, scale=scale,
+                                   translate=translate)
         return self.viewer.layers[name]
 
     def clear(self) -> None:

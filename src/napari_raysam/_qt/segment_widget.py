@@ -49,10 +49,11 @@ class SegmentWidget(QWidget):
         self.model = None
         self.embeddings: dict | None = None
         self.rgb: np.ndarray | None = None
-        self._embedded_for: tuple | None = None  # (layer, plane, encoder fingerprint)
+        self._embedded_for: tuple | None = None  # (image layer, plane, encoder fingerprint)
         self.worker = None
         self.busy = False  # a worker of this dock is running
-        self.prompts = PromptLayers(napari_viewer, on_change=self.update_preview)
+        keys = {"c": self.commit, "Shift-C": self.clear, "t": self.toggle_sign}
+        self.prompts = PromptLayers(napari_viewer, on_change=self.update_preview, keys=keys)
 
         self.image_combo = LayerCombo(napari_viewer, "Image")
         self.channels_edit = QLineEdit()
@@ -98,8 +99,10 @@ class SegmentWidget(QWidget):
         self.sign_button.clicked.connect(lambda: self.toggle_sign())
         self.clear_cache_button.clicked.connect(self.clear_cache)
         self.progress.connect(self._on_progress)
+        self.model_combo.activated.connect(lambda _i: self._on_model_change())
+        self.model_combo.lineEdit().editingFinished.connect(self._on_model_change)
         napari_viewer.dims.events.current_step.connect(self._on_plane_change)
-        for key, method in (("c", self.commit), ("Shift-C", self.clear), ("t", self.toggle_sign)):
+        for key, method in keys.items():  # the prompt layers bind them too (layer keys win)
             napari_viewer.bind_key(key, lambda _v, m=method: m(), overwrite=True)
         self.update_cache_label()
 
@@ -139,21 +142,6 @@ class SegmentWidget(QWidget):
 
     # --- model and embeddings -----------------------------------------------------------
 
-    def load_model(self, spec: str | None = None):
-        """Load the model named in the picker (or ``spec``) in a worker; returns the worker."""
-        spec = spec or self.model_combo.currentText()
-        self.model_combo.setCurrentText(spec)
-        from ..core.models import load_model
-
-        def done(model):
-            previous = self.model
-            self.model = model
-            if previous is not None and previous.encoder_fingerprint != model.encoder_fingerprint:
-                self.embeddings = None  # a different encoder never reuses features
-            show_status(self.status, f"Model {spec} ({model.model_type}) on {model.device}.")
-
-        return self._start(load_model, (spec,), done, f"Loading model {spec}...")
-
     def compute_embedding(self):
         """Compute (or fetch from the cache) the embedding of the current plane in a worker."""
         try:
@@ -171,12 +159,13 @@ class SegmentWidget(QWidget):
             if model is None or model.spec != spec:
                 model = load_model(spec)
             embeddings = self.cache.get_or_compute(model, rgb, progress=self.progress.emit)
+            _ = model.encoder_fingerprint  # hash the weights here, not on the Qt thread
             return model, embeddings
 
         def done(result):
             self.model, self.embeddings = result
             self.rgb = rgb
-            self._embedded_for = (layer.name, plane_index, self.model.encoder_fingerprint)
+            self._embedded_for = (layer, plane_index, self.model.encoder_fingerprint)
             self.prompts.ensure(layer, rgb.shape[:2])
             self.update_cache_label()
             show_status(self.status, f"Embedding ready ({layer.name}, plane {plane_index}). "
@@ -185,14 +174,21 @@ class SegmentWidget(QWidget):
 
         return self._start(work, (), done, "Computing the image embedding...")
 
+    def _on_model_change(self):
+        """A new model: re-embed the current plane (free from the cache if the encoder is equal)."""
+        if self._embedded_for is not None and (
+            self.model is None or self.model.spec != self.model_combo.currentText()
+        ):
+            self.compute_embedding()
+
     def _on_plane_change(self, _event=None):
-        if self._embedded_for is None or self.image_layer is None:
-            return
+        if self._embedded_for is None or self.image_layer is None or self.busy:
+            return  # a running worker re-checks the plane when it finishes
         try:
             _, plane_index, _, _ = self._policy_and_plane()
         except RaysamError:
             return
-        if plane_index != self._embedded_for[1]:
+        if plane_index != self._embedded_for[1] or self.image_layer is not self._embedded_for[0]:
             self.embeddings = None
             self.prompts.clear()
             self.compute_embedding()
@@ -218,17 +214,20 @@ class SegmentWidget(QWidget):
         except RaysamError as exc:
             show_status(self.status, str(exc), error=True)
             masks = []
+        except (RuntimeError, ValueError) as exc:  # e.g. prompts spread over several tiles
+            show_status(self.status, f"No mask for these prompts: {exc}. Keep the prompts of "
+                        "one object close together, or clear them (Shift-C).", error=True)
+            masks = []
         self.prompts.show_preview(masks)
 
     def commit(self) -> list[int]:
         """Write each preview mask as a new object id into the target labels (undoable)."""
         masks = self.prompts.preview_masks()
-        layer = self.image_layer
-        if not masks or layer is None or self._embedded_for is None:
+        if not masks or self._embedded_for is None:
             show_status(self.status, "Nothing to commit: add prompts first.", error=True)
             return []
+        layer, plane_index, _ = self._embedded_for
         target = self.prompts.target_labels(layer)
-        plane_index = self._embedded_for[1]
         ids = []
         for mask in masks:
             rows, cols = np.nonzero(mask)
@@ -258,13 +257,15 @@ class SegmentWidget(QWidget):
             show_status(self.status, "Compute the embedding first.", error=True)
             return None
         model, rgb, embeddings = self.model, self.rgb, self.embeddings
-        layer_name = f"{self.image_layer.name} automatic"
+        image_layer = self._embedded_for[0]
+        layer_name = f"{image_layer.name} automatic"
 
         def done(labels):
             if layer_name in self.viewer.layers:
                 self.viewer.layers[layer_name].data = labels
             else:
-                self.viewer.add_labels(labels, name=layer_name, scale=self.image_layer.scale[-2:])
+                self.viewer.add_labels(labels, name=layer_name, scale=image_layer.scale[-2:],
+                                       translate=image_layer.translate[-2:])
             show_status(self.status, f"Automatic segmentation: {int(labels.max())} objects.")
 
         return self._start(seg.automatic, (model, rgb, embeddings, self.progress.emit), done,
@@ -273,6 +274,9 @@ class SegmentWidget(QWidget):
     # --- plumbing -----------------------------------------------------------------------
 
     def _start(self, func, args, done, message):
+        if self.busy:
+            show_status(self.status, "Still working on the last request; try again when done.")
+            return None
         show_status(self.status, message)
         self.progress_bar.setRange(0, 0)
         self.busy = True
@@ -284,6 +288,7 @@ class SegmentWidget(QWidget):
 
     def _on_finished(self):
         self.busy = False
+        self._on_plane_change()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
 

@@ -234,6 +234,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not head.startswith(b"pk\x03\x04"):  # not even a torch zip archive
+            raise ModelError(
+                f"{path} is not a PyTorch checkpoint (truncated or corrupt). "
+                "Download or copy it again."
+            ) from exc
         raise ModelError(
             f"{path} contains pickled Python objects that are not loaded for safety "
             "(weights_only). If it is a torch-em/micro-sam training checkpoint, export the "
