@@ -74,3 +74,24 @@ def test_prompts_reach_sam_in_xy_order(tiny_model, scene, monkeypatch):
     np.testing.assert_allclose(seen["point_coords"], [[150, 30]])
     segment.segment(tiny_model, scene[2], box=[10, 20, 60, 120])
     np.testing.assert_allclose(np.ravel(seen["box"]), [20, 10, 120, 60])
+
+
+def test_model_with_decoder_uses_instance_segmentation_decoder(tmp_path, scene):
+    """A checkpoint with micro-sam's decoder_state gets AIS; it survives our save/load."""
+    from micro_sam.instance_segmentation import get_unetr
+
+    from napari_raysam.core import models
+
+    sam = models.build_tiny_sam(seed=0)
+    unetr = get_unetr(sam.image_encoder, None, "cpu")
+    decoder_state = {k: v for k, v in unetr.state_dict().items() if not k.startswith("encoder")}
+    path = models.save_checkpoint(tmp_path / "ais.pt", sam, "tiny", models.TinyConfig(),
+                                  decoder_state=decoder_state)
+    model = models.load_model(str(path), device="cpu")
+    assert model.decoder_state is not None and model.ais_decoder is not None
+    calls = []
+    real = model.ais_decoder.forward
+    model.ais_decoder.forward = lambda *a, **k: calls.append(1) or real(*a, **k)
+    _, rgb, emb = scene
+    labels = segment.automatic(model, rgb, emb)
+    assert labels.shape == (192, 224) and calls  # the AIS decoder ran

@@ -63,6 +63,7 @@ class LoadedModel:
     decoder_state: dict | None = None  # micro-sam instance-segmentation decoder, if any
     _fingerprint: str | None = field(default=None, repr=False)
     _predictor: Any = field(default=None, repr=False)
+    _ais_decoder: Any = field(default=None, repr=False)
 
     @property
     def encoder_fingerprint(self) -> str:
@@ -79,6 +80,18 @@ class LoadedModel:
 
             self._predictor = SamPredictor(self.sam)
         return self._predictor
+
+    @property
+    def ais_decoder(self):
+        """micro-sam's instance-segmentation decoder, if this model ships one (else None)."""
+        if self.decoder_state is None:
+            return None
+        if self._ais_decoder is None:
+            from micro_sam.instance_segmentation import get_decoder
+
+            self._ais_decoder = get_decoder(self.sam.image_encoder, self.decoder_state,
+                                            self.device)
+        return self._ais_decoder
 
     @property
     def img_size(self) -> int:
@@ -193,8 +206,13 @@ def save_checkpoint(
     model_type: str,
     tiny_config: TinyConfig | None = None,
     lineage: dict | None = None,
+    decoder_state: dict | None = None,
 ) -> Path:
-    """Write our checkpoint atomically (temporary file, then rename)."""
+    """Write our checkpoint atomically (temporary file, then rename).
+
+    ``decoder_state`` (micro-sam's instance-segmentation decoder) is kept under the key
+    micro-sam uses, so automatic segmentation can use it here and in micro-sam.
+    """
     import torch
 
     path = Path(path)
@@ -208,6 +226,8 @@ def save_checkpoint(
             "lineage": lineage or {},
         },
     }
+    if decoder_state is not None:
+        payload["decoder_state"] = {k: v.detach().cpu() for k, v in decoder_state.items()}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         torch.save(payload, tmp)

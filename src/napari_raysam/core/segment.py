@@ -102,15 +102,25 @@ def automatic(
     points_per_side: int = 16,
     min_size: int = 10,
 ) -> np.ndarray:
-    """Automatic instance segmentation (micro-sam's AMG) -> label image (uint32)."""
-    from micro_sam.instance_segmentation import (
-        AutomaticMaskGenerator,
-        TiledAutomaticMaskGenerator,
-    )
+    """Automatic instance segmentation -> label image (uint32).
+
+    Uses micro-sam's instance-segmentation decoder (AIS) when the model ships one (the
+    ``*_lm`` models, or checkpoints with ``decoder_state``), else its mask generator (AMG).
+    """
+    from micro_sam import instance_segmentation as ins
 
     tiled = embeddings["input_size"] is None
-    generator_cls = TiledAutomaticMaskGenerator if tiled else AutomaticMaskGenerator
-    generator = generator_cls(model.predictor, points_per_side=points_per_side)
+    decoder = model.ais_decoder
+    if decoder is not None:
+        cls = (ins.TiledInstanceSegmentationWithDecoder if tiled
+               else ins.InstanceSegmentationWithDecoder)
+        generator = cls(model.predictor, decoder)
+        generate_kwargs = {"min_size": min_size}
+    else:
+        cls = ins.TiledAutomaticMaskGenerator if tiled else ins.AutomaticMaskGenerator
+        generator = cls(model.predictor, points_per_side=points_per_side)
+        generate_kwargs = {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.6,
+                           "min_mask_region_area": min_size}
     kwargs = {}
     if tiled:
         attrs = embeddings["features"].attrs
@@ -120,9 +130,7 @@ def automatic(
     generator.initialize(rgb, image_embeddings=embeddings, verbose=False, **kwargs)
     if progress:
         progress(1, 2)
-    labels = generator.generate(
-        pred_iou_thresh=0.6, stability_score_thresh=0.6, min_mask_region_area=min_size
-    )
+    labels = generator.generate(**generate_kwargs)
     if progress:
         progress(2, 2)
     return np.asarray(labels).astype(np.uint32)
