@@ -16,6 +16,7 @@ from napari_raysam.core.errors import RaysamError
 COMMAND_MODULES = (
     "napari_raysam.cli_models",
     "napari_raysam.cli_dataset",
+    "napari_raysam.cli_train",
 )
 
 

@@ -1,0 +1,186 @@
+"""``train_loop_per_worker``: what every Ray Train worker runs.
+
+Per epoch: train on this rank's shard (same number of steps on every rank), validate on this
+rank's share of the val split, all-reduce the sums so every rank sees identical metrics, then
+``ray.train.report`` (rank 0 attaches the checkpoint) and rank 0 appends the epoch event to
+``metrics.jsonl``. A restarted worker group resumes from ``ray.train.get_checkpoint()`` (model,
+optimizer, epoch, history), so no epoch is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import prompts
+from .config import TrainConfig
+from .data import EmbeddingCache, epoch_tiles, fixed_tiles, load_shard, steps_per_epoch, tile_arrays
+from .events import append_event
+
+STATE_FILE = "state.pt"
+
+
+def _all_reduce_sum(values: list[float]) -> list[float]:
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _masks(labels: np.ndarray, n: int | None, rng, min_px: int):
+    return prompts.object_masks(labels, prompts.select_objects(labels, n, rng, min_px))
+
+
+def validate(sam, samples, size: int, cfg: TrainConfig, cache: EmbeddingCache | None) -> dict:
+    """Val metrics of this rank's share, all-reduced to the mean over all val objects."""
+    import torch
+
+    from .engine import encode, evaluate_tile
+
+    sums = np.zeros(5)  # point, box, corrected IoU sums; loss sum; objects
+    gen = torch.Generator().manual_seed(cfg.seed + 7)
+    with torch.no_grad():
+        for tile in fixed_tiles(samples, size, cfg.min_object_px):
+            rgb, labels = tile_arrays(samples, tile, size)
+            masks = _masks(labels, cfg.eval_objects, None, cfg.min_object_px)
+            if cache is not None:
+                emb = cache.get(samples, tile, size)[None].to(sam.device)
+            else:
+                emb = encode(sam, torch.from_numpy(rgb)[None])
+            res = evaluate_tile(sam, emb, masks, cfg.correction_rounds, gen)
+            n = len(masks)
+            sums += [float(res["point"].sum()), float(res["box"].sum()),
+                     float(res["corrected"].sum()), res["loss"] * n, n]
+    tot = _all_reduce_sum(sums.tolist())
+    n = max(tot[4], 1.0)
+    return {"val_miou_point": tot[0] / n, "val_miou_box": tot[1] / n,
+            "val_miou_corrected": tot[2] / n, "val_loss": tot[3] / n, "val_objects": int(tot[4])}
+
+
+def _restore():
+    import ray.train
+    import torch
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return {}
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def _debug_hook(cfg: TrainConfig, epoch: int, rank: int, world: int) -> None:
+    if cfg.debug_pid_dir and epoch == 2 and rank == world - 1:
+        time.sleep(cfg.debug_pause_s)  # let the controller register epoch 1's checkpoint
+        Path(cfg.debug_pid_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.debug_pid_dir) / f"pid-{os.getpid()}").write_text(str(os.getpid()))
+        time.sleep(cfg.debug_pause_s)
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Ray Train entry: ``loop_config = {"config": TrainConfig dict, "run_dir": path}``."""
+    import ray.train
+    import ray.train.torch
+    import torch
+    from ray.train import Checkpoint
+
+    from ..models import load_model
+    from .engine import SamStep, encode
+    from .trainable import setup_mode, trainable_state
+
+    cfg = TrainConfig.from_dict(loop_config["config"])
+    run_dir = Path(loop_config["run_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    torch.manual_seed(cfg.seed)
+    loaded = load_model(cfg.model, device="cpu")
+    sam = loaded.sam
+    fingerprint = loaded.encoder_fingerprint
+    params = setup_mode(sam, cfg.mode, cfg.lora_rank)
+    state = _restore()
+    if state:
+        sam.load_state_dict(state["model"], strict=False)
+    sam.to(device).train()
+    model = ray.train.torch.prepare_model(
+        SamStep(sam, frozen_encoder=cfg.mode == "decoder"),
+        parallel_strategy_kwargs={"find_unused_parameters": True},
+    )
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+    size = int(sam.image_encoder.img_size)
+    train, val = load_shard(cfg.dataset, "train", rank, world), load_shard(cfg.dataset, "val",
+                                                                          rank, world)
+    base = fixed_tiles(train, size, cfg.min_object_px)
+    n_tiles = int(_all_reduce_sum([len(base)])[0])
+    n_steps = steps_per_epoch(n_tiles, world, cfg.images_per_step, cfg.steps_per_epoch)
+    cache = None
+    if cfg.mode == "decoder":
+        def compute(x):
+            with torch.no_grad():
+                return encode(sam, x)
+        cache = EmbeddingCache(run_dir / "embeddings" / fingerprint[:16], compute)
+    history = list(state.get("history", []))
+    baseline = state.get("baseline")
+    start = int(state.get("epoch", 0)) + 1
+    if baseline is None:
+        baseline = validate(sam, val, size, cfg, cache)
+        if rank == 0:
+            append_event(run_dir, {"event": "baseline", **baseline})
+    elif rank == 0:
+        append_event(run_dir, {"event": "resume", "from_epoch": start, "epochs": cfg.epochs})
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    for epoch in range(start, cfg.epochs + 1):
+        _debug_hook(cfg, epoch, rank, world)
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(hash((cfg.seed, rank, epoch)) % 2**62)
+        rng = np.random.default_rng([cfg.seed, rank, epoch])
+        tiles = epoch_tiles(train, base, size, n_steps * cfg.images_per_step, cfg.mode,
+                            cfg.seed, epoch, rank, cfg.min_object_px)
+        loss_sum, n_obj = 0.0, 0
+        for s in range(n_steps):
+            batch = tiles[s * cfg.images_per_step:(s + 1) * cfg.images_per_step]
+            arrays = [tile_arrays(train, t, size) for t in batch]
+            masks = [_masks(lab, cfg.objects_per_image, rng, cfg.min_object_px)
+                     for _, lab in arrays]
+            if cache is not None:
+                x = torch.stack([cache.get(train, t, size) for t in batch])
+            else:
+                x = torch.from_numpy(np.stack([rgb for rgb, _ in arrays]))
+            step_index = (epoch - 1) * n_steps + s
+            use_masks = prompts.shared_unit(cfg.seed, "mask", step_index) < cfg.mask_prob
+            with autocast:
+                loss, n = model(x, masks, prompts.first_prompt_kind(step_index),
+                                cfg.correction_rounds, gen, cfg.box_distortion, use_masks)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum, n_obj = loss_sum + float(loss.detach()), n_obj + n
+        train_time = time.perf_counter() - t0
+        tot = _all_reduce_sum([loss_sum, n_steps, n_obj, train_time])
+        metrics = {"epoch": epoch, "epochs": cfg.epochs, "train_loss": tot[0] / tot[1]}
+        metrics.update(validate(sam, val, size, cfg, cache))
+        metrics["epoch_time_s"] = time.perf_counter() - t0
+        metrics["objects_per_s"] = tot[2] / max(tot[3] / world, 1e-9)
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = None
+            if rank == 0:
+                torch.save({"model": trainable_state(sam), "optimizer": optimizer.state_dict(),
+                            "epoch": epoch, "history": history, "baseline": baseline,
+                            "mode": cfg.mode, "model_spec": cfg.model},
+                           Path(folder) / STATE_FILE)
+                checkpoint = Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=checkpoint,
+                             checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
+        if rank == 0:
+            append_event(run_dir, {"event": "epoch", **metrics})

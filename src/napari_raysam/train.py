@@ -1,0 +1,115 @@
+"""Job entrypoint: ``python -m napari_raysam.train DATASET --model SPEC ...``.
+
+Runs the same way locally and as a Ray Job: attaches to ``RAY_ADDRESS`` when set (a Ray Job sets
+it), else starts a local cluster. Every input is an argument or a path (under the storage URI
+for remote runs); nothing depends on the submitting client's state. Progress goes to stdout: a
+human progress line with ETA, or with ``--json`` one JSON event per line (the same events as
+``<run>/metrics.jsonl``); the checkpoint path is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.training.config import MODES, TrainConfig
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training options, shared by ``napari-raysam train`` and this module."""
+    parser.add_argument("dataset", help="training-set folder (written by the Export dock/CLI)")
+    parser.add_argument("--model", default="tiny", help="base model spec (default: tiny)")
+    parser.add_argument("--mode", choices=MODES, default="decoder")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers")
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--objects-per-image", type=int, default=8)
+    parser.add_argument("--correction-rounds", type=int, default=3)
+    parser.add_argument("--steps-per-epoch", type=int, default=None)
+    parser.add_argument("--images-per-step", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--storage", default=None, help="run storage folder (Ray storage_path)")
+    parser.add_argument("--name", default=None,
+                        help="run name; an existing run of the same data resumes")
+    parser.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    parser.add_argument("--verbose", action="store_true", help="show Ray worker logs")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        dataset=args.dataset, model=args.model, mode=args.mode, workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+        epochs=args.epochs, lr=args.lr, objects_per_image=args.objects_per_image,
+        correction_rounds=args.correction_rounds, steps_per_epoch=args.steps_per_epoch,
+        images_per_step=args.images_per_step, seed=args.seed, storage=args.storage,
+        name=args.name,
+    )
+
+
+class ProgressPrinter:
+    """Human progress: one line per epoch with losses, val mIoU and an ETA."""
+
+    def __init__(self, out=sys.stdout):
+        self.out, self.times = out, []
+
+    def __call__(self, e: dict) -> None:
+        kind = e.get("event")
+        if kind == "start":
+            word = "resuming" if e.get("resumed") else "starting"
+            self._say(f"{word} run {e['run']} ({e['mode']}, {e['workers']} worker(s), "
+                      f"{e['epochs']} epochs) in {e['run_dir']}")
+        elif kind == "baseline":
+            self._say(f"before training: val mIoU point {e['val_miou_point']:.3f} "
+                      f"box {e['val_miou_box']:.3f} corrected {e['val_miou_corrected']:.3f}")
+        elif kind == "resume":
+            self._say(f"resumed from a checkpoint at epoch {e['from_epoch']}")
+        elif kind == "epoch":
+            self.times.append(float(e.get("epoch_time_s") or 0.0))
+            per = sum(self.times) / len(self.times)
+            eta = time.strftime("%H:%M:%S", time.gmtime(per * (e["epochs"] - e["epoch"])))
+            self._say(f"epoch {e['epoch']}/{e['epochs']}  loss {e['train_loss']:.3f}  "
+                      f"val loss {e['val_loss']:.3f}  val mIoU point {e['val_miou_point']:.3f} "
+                      f"box {e['val_miou_box']:.3f} corrected {e['val_miou_corrected']:.3f}  "
+                      f"{e['objects_per_s']:.0f} obj/s  ETA {eta}")
+        elif kind == "end" and e.get("status") == "ok":
+            self._say(f"done: best epoch {e.get('best_epoch')}; report {e.get('report')}")
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Train from parsed arguments; prints progress and the checkpoint path."""
+    from napari_raysam.core.training.runner import run_training
+
+    config = config_from_args(args)
+    if args.json:
+        def on_event(e):
+            print(json.dumps(e, default=str), flush=True)
+    else:
+        on_event = ProgressPrinter()
+    outcome = run_training(config, on_event=on_event, log_to_driver=args.verbose)
+    if not args.json:
+        print(outcome.checkpoint, flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m napari_raysam.train",
+                                     description="Fine-tune SAM on a Ray cluster.")
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except RaysamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""End-to-end fine-tuning on a real local Ray cluster (2 CPUs, tiny SAM, synthetic cells).
+
+One ``ray.init`` serves the module; the CLI run trains on "round" cells and its model.pt is
+the pretrained model of the "elongated" fine-tune.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from napari_raysam.core.dataset import SampleInput, write_dataset
+from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.sample_data import make_samples
+from napari_raysam.core.training.config import TrainConfig
+from napari_raysam.core.training.events import read_events
+from napari_raysam.core.training.runner import run_training
+
+pytestmark = pytest.mark.ray
+FAST = ["--correction-rounds", "1", "--lr", "3e-3", "--steps-per-epoch", "30"]
+
+
+def _dataset(path: Path, style: str, seed: int, n: int = 8) -> Path:
+    samples = make_samples(n, style=style, seed=seed)
+    write_dataset(path, [SampleInput(s.image, s.labels, f"{style}{i}")
+                         for i, s in enumerate(samples)], val_fraction=0.25, seed=seed)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def round_run(ray_cluster, tmp_path_factory):
+    """`napari-raysam train --json` on 2 workers: (run folder, stdout events)."""
+    import contextlib
+    import io
+
+    from napari_raysam.cli import main
+
+    root = tmp_path_factory.mktemp("round")
+    ds = _dataset(root / "ds", "round", seed=1)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["train", str(ds), "--model", "tiny", "--mode", "decoder", "--workers", "2",
+                     "--epochs", "4", "--storage", str(root / "runs"), "--json", *FAST])
+    assert code == 0
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    end = lines[-1]
+    assert end["event"] == "end" and end["status"] == "ok"
+    return Path(end["checkpoint"]).parent, lines, ds
+
+
+def test_cli_run_learns_and_writes_outputs(round_run):
+    run_dir, lines, _ = round_run
+    kinds = [e["event"] for e in lines]
+    assert kinds[0] == "start" and kinds[1] == "baseline" and kinds.count("epoch") == 4
+    epoch = next(e for e in lines if e["event"] == "epoch")
+    for key in ("epoch", "train_loss", "val_loss", "val_miou_point", "val_miou_box",
+                "val_miou_corrected", "epoch_time_s", "objects_per_s"):
+        assert key in epoch
+    for name in ("model.pt", "metrics.jsonl", "report.json", "curves.png", "run.json"):
+        assert (run_dir / name).is_file(), name
+    assert [e["event"] for e in read_events(run_dir)] == kinds
+    rep = json.loads((run_dir / "report.json").read_text())
+    gain = rep["after"]["val_miou_point"] - rep["before"]["val_miou_point"]
+    assert gain > 0.1, rep["summary"]
+    assert rep["verdict"] == "improved"
+    from napari_raysam.core.models import load_model
+
+    model = load_model(str(run_dir / "model.pt"), device="cpu")
+    assert model.model_type == "tiny"
+    assert model.lineage["dataset_content_hash"] == rep["dataset_content_hash"]
+    assert [m["epoch"] for m in model.lineage["metrics"]] == [1, 2, 3, 4]
+    assert model.lineage["versions"]["torch"]
+    # decoder mode: the encoder is untouched, so cached embeddings stay valid
+    assert model.encoder_fingerprint == load_model("tiny", device="cpu").encoder_fingerprint
+    assert any((run_dir / "embeddings").rglob("*.pt"))
+
+
+def test_finetune_round_model_on_elongated_cells(round_run, tmp_path):
+    run_dir, _, _ = round_run
+    ds = _dataset(tmp_path / "elong", "elongated", seed=5)
+    cfg = TrainConfig(dataset=str(ds), model=str(run_dir / "model.pt"), mode="decoder",
+                      workers=2, epochs=3, lr=3e-3, correction_rounds=1, steps_per_epoch=30,
+                      storage=str(tmp_path / "runs"))
+    out = run_training(cfg, log_to_driver=False)
+    gain = out.after["val_miou_point"] - out.before["val_miou_point"]
+    assert gain > 0.05, (out.before, out.after)
+
+
+def test_killed_worker_resumes_without_double_counting(ray_cluster, tmp_path):
+    ds = _dataset(tmp_path / "ds", "round", seed=2, n=6)
+    pid_dir = tmp_path / "pids"
+    cfg = TrainConfig(dataset=str(ds), mode="decoder", workers=2, epochs=3, lr=3e-3,
+                      correction_rounds=1, steps_per_epoch=8, eval_objects=8,
+                      storage=str(tmp_path / "runs"), name="killme", debug_pid_dir=str(pid_dir),
+                      debug_pause_s=4.0)
+    box = {}
+    thread = threading.Thread(target=lambda: box.setdefault("out", run_training(cfg)))
+    thread.start()
+    deadline = time.time() + 240
+    while time.time() < deadline and not (pid_dir.exists() and any(pid_dir.iterdir())):
+        time.sleep(0.2)
+    pid_file = next(pid_dir.iterdir())
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    thread.join(timeout=400)
+    out = box["out"]
+    assert [h["epoch"] for h in out.history] == [1, 2, 3]
+    evs = read_events(out.run_dir)
+    assert [e["epoch"] for e in evs if e["event"] == "epoch"] == [1, 2, 3]
+    assert any(e["event"] == "resume" for e in evs), [e["event"] for e in evs]
+    assert len(list(pid_dir.iterdir())) >= 2  # epoch 2 ran again in a new worker
+
+
+def test_more_workers_than_cpus_is_refused(ray_cluster, tmp_path):
+    ds = _dataset(tmp_path / "ds", "round", seed=3, n=3)
+    cfg = TrainConfig(dataset=str(ds), workers=5, storage=str(tmp_path / "runs"))
+    with pytest.raises(RaysamError, match=r"cluster has 2 CPU"):
+        run_training(cfg)
+    cfg = TrainConfig(dataset=str(ds), workers=1, gpus_per_worker=1, storage=str(tmp_path / "r"))
+    with pytest.raises(RaysamError, match=r"0 GPU"):
+        run_training(cfg)

@@ -1,0 +1,170 @@
+"""Fast pure-logic tests of the training package (no Ray)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.training import data, events, prompts, report
+from napari_raysam.core.training.config import TrainConfig, fresh_run_name
+from napari_raysam.core.training.losses import measured_iou, sam_loss
+
+
+def _labels():
+    lab = np.zeros((32, 32), np.uint16)
+    lab[2:12, 2:12] = 1  # 100 px
+    lab[20:30, 15:25] = 2
+    lab[0:2, 30:32] = 3  # 4 px: too small
+    return lab
+
+
+def test_select_objects_skips_tiny_and_caps():
+    lab = _labels()
+    assert list(prompts.select_objects(lab, None, None, min_px=10)) == [1, 2]
+    picked = prompts.select_objects(lab, 1, np.random.default_rng(0), min_px=10)
+    assert len(picked) == 1 and picked[0] in (1, 2)
+
+
+def test_points_boxes_and_centres_lie_on_objects():
+    lab = _labels()
+    masks = prompts.object_masks(lab, np.array([1, 2]))
+    gen = torch.Generator().manual_seed(0)
+    pts = prompts.random_points(masks, gen).long()
+    for i, (x, y) in enumerate(pts.tolist()):
+        assert masks[i, y, x]
+    centres = prompts.centre_points(masks.numpy())
+    assert centres[0].tolist() in ([6, 6], [7, 7], [6, 7], [7, 6])
+    boxes = prompts.boxes_from_masks(masks)
+    assert boxes[0].tolist() == [2, 2, 11, 11] and boxes[1].tolist() == [15, 20, 24, 29]
+    assert prompts.boxes_from_masks(masks, 0.1, gen).shape == (2, 4)
+
+
+def test_correction_points_target_error_regions():
+    target = torch.zeros(1, 20, 20, dtype=torch.bool)
+    target[0, 5:15, 5:15] = True
+    pred = torch.zeros_like(target)
+    pred[0, 5:15, 5:10] = True  # misses the right half
+    pred[0, 0:3, 0:3] = True  # adds a false blob
+    coords, labels = prompts.correction_points(pred, target, torch.Generator().manual_seed(1))
+    (px, py), (nx, ny) = coords[0].long().tolist()
+    assert labels.tolist() == [[1, 0]]
+    assert target[0, py, px] and not pred[0, py, px]
+    assert pred[0, ny, nx] and not target[0, ny, nx]
+    # a perfect prediction: positive on the object, negative just outside it
+    coords, _ = prompts.correction_points(target.clone(), target, torch.Generator())
+    (px, py), (nx, ny) = coords[0].long().tolist()
+    assert target[0, py, px] and not target[0, ny, nx]
+    assert 2 <= nx <= 17 and 2 <= ny <= 17
+
+
+def test_shared_choice_is_rank_independent_and_alternates():
+    assert prompts.shared_unit(3, "mask", 10) == prompts.shared_unit(3, "mask", 10)
+    draws = [prompts.shared_unit(0, "mask", s) < 0.5 for s in range(200)]
+    assert 60 < sum(draws) < 140
+    assert [prompts.first_prompt_kind(s) for s in range(3)] == ["point", "box", "point"]
+
+
+def test_loss_and_iou():
+    target = torch.zeros(2, 1, 16, 16)
+    target[:, :, 4:12, 4:12] = 1
+    perfect = (target * 20 - 10).repeat(1, 3, 1, 1)
+    perfect[:, 1:] = -10  # masks 2 and 3 empty: best-of-3 still perfect
+    iou_pred = torch.tensor([[1.0, 0.0, 0.0]] * 2)
+    loss, mask_loss, iou_loss, iou = sam_loss(perfect, iou_pred, target)
+    assert float(mask_loss) < 1e-3 and float(iou_loss) < 1e-6
+    assert iou[:, 0].tolist() == [1.0, 1.0]
+    assert measured_iou(-perfect[:, :1], target).max() == 0
+
+
+def test_config_validation_and_names():
+    with pytest.raises(RaysamError, match="mode"):
+        TrainConfig(dataset="x", mode="everything").validate()
+    with pytest.raises(RaysamError, match="workers"):
+        TrainConfig(dataset="x", workers=0).validate()
+    cfg = TrainConfig(dataset="x", epochs=2)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert fresh_run_name() != fresh_run_name()
+
+
+def test_tiles_dihedral_and_shards():
+    assert data.tile_origins(256, 256, 256) == [(0, 0)]
+    assert data.tile_origins(600, 256, 256) == [(0, 0), (172, 0), (344, 0)]
+    a = np.arange(12).reshape(3, 4)
+    variants = {data.dihedral(a, k).tobytes() for k in range(8)}
+    assert len(variants) == 8
+    assert data.crop(a, 2, 2, 4).shape == (4, 4)
+    assert data.steps_per_epoch(7, 2, 1) == 4 and data.steps_per_epoch(7, 2, 1, fixed=9) == 9
+
+
+def test_events_dedupe_and_follow(tmp_path):
+    seen = []
+    follower = events.Follower(tmp_path, seen.append)
+    events.append_event(tmp_path, {"event": "epoch", "epoch": 1})
+    events.append_event(tmp_path, {"event": "epoch", "epoch": 1})  # a restarted worker
+    events.append_event(tmp_path, {"event": "epoch", "epoch": 2})
+    follower.poll()
+    assert [e["epoch"] for e in seen] == [1, 2]
+    assert all("time" in e for e in events.read_events(tmp_path))
+
+
+def test_report_says_when_worse(tmp_path):
+    before = {"val_miou_point": 0.6, "val_miou_box": 0.7, "val_miou_corrected": 0.8}
+    after = {"val_miou_point": 0.4, "val_miou_box": 0.5, "val_miou_corrected": 0.6}
+    kind, text = report.verdict(before, after)
+    assert kind == "worse" and "WORSE" in text
+    path = report.write_report(tmp_path, before, after, 1, [], {})
+    assert json.loads(path.read_text())["verdict"] == "worse"
+    assert report.verdict(after, before)[0] == "improved"
+
+
+def test_lora_merge_matches_wrapped_model():
+    pytest.importorskip("micro_sam.models.peft_sam")
+    from napari_raysam.core.models import build_tiny_sam
+    from napari_raysam.core.training.trainable import merge_lora, setup_mode, trainable_state
+
+    sam = build_tiny_sam(seed=0)
+    params = setup_mode(sam, "lora", 4)
+    assert params and all(p.requires_grad for p in params)
+    torch.manual_seed(1)
+    for name, p in sam.image_encoder.named_parameters():
+        if "w_b_linear" in name:
+            p.data.normal_(0, 0.1)
+    assert any("w_a_linear" in k for k in trainable_state(sam))
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        wrapped = sam.image_encoder(x)
+        merge_lora(sam)
+        merged = sam.image_encoder(x)
+    assert torch.allclose(wrapped, merged, atol=1e-4)
+    assert not any("linear" in k and "w_" in k for k in sam.state_dict())
+
+
+def test_single_process_step_learns():
+    """The batched step (no Ray) lowers the loss on one image within a few seconds."""
+    from napari_raysam.core.images import to_sam_rgb
+    from napari_raysam.core.models import build_tiny_sam
+    from napari_raysam.core.sample_data import make_sample
+    from napari_raysam.core.training.engine import SamStep, encode
+    from napari_raysam.core.training.trainable import setup_mode
+
+    sample = make_sample(seed=3)
+    rgb, labels = to_sam_rgb(sample.image), sample.labels
+    sam = build_tiny_sam(seed=0)
+    opt = torch.optim.AdamW(setup_mode(sam, "decoder"), lr=3e-3)
+    step = SamStep(sam, frozen_encoder=True)
+    with torch.no_grad():
+        emb = encode(sam, torch.from_numpy(rgb)[None])
+    masks = prompts.object_masks(labels, prompts.select_objects(labels, 8, None, 10))
+    gen, losses = torch.Generator().manual_seed(0), []
+    for it in range(40):
+        loss, n = step(emb, [masks], prompts.first_prompt_kind(it), 1, gen, 0.0, it % 3 == 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        assert n == len(masks)
+    assert np.mean(losses[-6:]) < np.mean(losses[:6]) - 0.05
