@@ -1,4 +1,4 @@
-"""Shared fixtures: every test writes caches under its own temporary folder."""
+"""Shared fixtures: every test writes caches, settings and models under its own temp folder."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_RAYSAM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NAPARI_RAYSAM_CONFIG", str(tmp_path / "config"))
+    monkeypatch.setenv("NAPARI_RAYSAM_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("MICROSAM_CACHEDIR", str(tmp_path / "microsam"))
 
 

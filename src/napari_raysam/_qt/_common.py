@@ -81,6 +81,36 @@ def run_in_worker(func: Callable, args: tuple, done: Callable, error: Callable,
     return worker
 
 
+class _Failure:
+    def __init__(self, exc: Exception):
+        self.exc = exc
+
+
+def run_generator_in_worker(gen_func: Callable, args: tuple, on_yield: Callable,
+                            error: Callable, finished: Callable | None = None):
+    """Iterate ``gen_func(*args)`` in a thread worker; each item reaches ``on_yield`` in Qt.
+
+    Like :func:`run_in_worker`, a :class:`RaysamError` goes to ``error`` without a dialog.
+    ``worker.quit()`` stops it at the next item.
+    """
+    from napari.qt.threading import create_worker
+
+    def guarded():
+        try:
+            yield from gen_func(*args)
+        except RaysamError as exc:
+            yield _Failure(exc)
+
+    worker = create_worker(guarded, _start_thread=False)
+    worker.yielded.connect(
+        lambda item: error(item.exc) if isinstance(item, _Failure) else on_yield(item))
+    worker.errored.connect(error)
+    if finished is not None:
+        worker.finished.connect(finished)
+    worker.start()
+    return worker
+
+
 def preload_heavy_modules() -> None:
     """Import torch and SAM code once on the main thread, so workers find them loaded."""
     import micro_sam.instance_segmentation  # noqa: F401

@@ -33,7 +33,7 @@ from ._common import (
 )
 from .prompt_layers import PromptLayers
 
-DEFAULT_MODELS = ("tiny", "vit_b_lm", "vit_t_lm", "vit_b", "vit_l_lm")
+DEFAULT_MODELS = ("tiny_cells", "tiny", "vit_b_lm", "vit_t_lm", "vit_b", "vit_l_lm")
 
 
 class SegmentWidget(QWidget):
@@ -61,6 +61,7 @@ class SegmentWidget(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.setEditable(True)
         self.model_combo.addItems(DEFAULT_MODELS)
+        self.refresh_models()
         self.embed_button = QPushButton("Compute embedding")
         self.auto_button = QPushButton("Automatic segmentation")
         self.commit_button = QPushButton("Commit (C)")
@@ -141,6 +142,15 @@ class SegmentWidget(QWidget):
         return layer, plane_index, plane, policy
 
     # --- model and embeddings -----------------------------------------------------------
+
+    def refresh_models(self) -> None:
+        """Offer fine-tuned models fetched from runs (``run:NAME``) after the defaults."""
+        from ..core.run_index import list_registered_models
+
+        known = {self.model_combo.itemText(i) for i in range(self.model_combo.count())}
+        for model in list_registered_models():
+            if f"run:{model.name}" not in known:
+                self.model_combo.addItem(f"run:{model.name}")
 
     def compute_embedding(self):
         """Compute (or fetch from the cache) the embedding of the current plane in a worker."""

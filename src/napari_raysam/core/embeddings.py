@@ -51,12 +51,9 @@ class Tiling:
 
 def default_cache_dir() -> Path:
     """The user's cache folder for embeddings (``NAPARI_RAYSAM_CACHE`` overrides)."""
-    override = os.environ.get("NAPARI_RAYSAM_CACHE")
-    if override:
-        return Path(override) / "embeddings"
-    from platformdirs import user_cache_dir
+    from .paths import cache_dir
 
-    return Path(user_cache_dir("napari-raysam")) / "embeddings"
+    return cache_dir() / "embeddings"
 
 
 def resolve_precision(precision: str, device: str) -> str:

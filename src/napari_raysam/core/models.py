@@ -4,6 +4,8 @@ A *spec* is a string the user types or picks:
 
 - ``tiny``: a small SAM built from ``segment_anything.modeling`` (~0.4 M parameters, 256 px
   input) for tests and offline use; ``tiny:SEED`` gives other random weights;
+- ``tiny_cells``: that architecture trained on synthetic round cells, shipped in the package
+  (``weights/tiny_cells.pt``, made by ``scripts/make_tiny_checkpoint.py``): the offline default;
 - a micro-sam model name (``vit_b``, ``vit_b_lm``, ...), fetched through micro-sam's registry;
 - a path to a checkpoint file: an original SAM state dict, a micro-sam/torch-em checkpoint with
   ``model_state``, or one of ours.
@@ -28,6 +30,7 @@ from .errors import RaysamError
 CHECKPOINT_FORMAT = 1
 OUR_KEY = "napari_raysam"
 STANDARD_TYPES = ("vit_t", "vit_b", "vit_l", "vit_h")
+TINY_CELLS = "tiny_cells"  # the shipped offline model (see shipped_weights)
 _WIDTH_TO_TYPE = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 
 
@@ -347,11 +350,26 @@ def load_model(spec: str, device: str | None = None) -> LoadedModel:
     if not spec:
         raise ModelError("No model given: pick a model name such as 'vit_b_lm', 'tiny' or a file.")
     device = device or best_device()
+    if spec == TINY_CELLS:
+        loaded = load_checkpoint(shipped_weights(), device)
+        loaded.spec = spec
+        return loaded
     if spec == "tiny" or spec.startswith("tiny:"):
         seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
         config = TinyConfig()
         sam = build_tiny_sam(config, seed=seed).to(device).eval()
         return LoadedModel(spec, "tiny", sam, device, tiny_config=config)
+    if spec.startswith("run:"):  # a fine-tuned model fetched from a run
+        from .run_index import list_registered_models
+
+        name = spec[4:]
+        known = {m.name: m.path for m in list_registered_models()}
+        if name not in known:
+            raise ModelError(f"No fine-tuned model named {name!r}; fetched runs: "
+                             f"{', '.join(known) or 'none yet'}. Fetch the run first.")
+        loaded = load_checkpoint(known[name], device)
+        loaded.spec = spec
+        return loaded
     path = Path(spec).expanduser()
     if path.suffix in (".pt", ".pth", ".ckpt") or os.sep in spec or path.exists():
         loaded = load_checkpoint(path, device)
@@ -360,11 +378,24 @@ def load_model(spec: str, device: str | None = None) -> LoadedModel:
     return _load_registry_model(spec, device)
 
 
+def shipped_weights(name: str = TINY_CELLS) -> Path:
+    """Path of a checkpoint shipped in the package (``napari_raysam/weights/<name>.pt``)."""
+    from importlib.resources import files
+
+    path = Path(str(files("napari_raysam") / "weights" / f"{name}.pt"))
+    if not path.is_file():
+        raise ModelError(
+            f"The built-in model {name!r} is missing ({path}). Create it with "
+            "`python scripts/make_tiny_checkpoint.py` (about 10 minutes on a CPU), or use 'tiny'."
+        )
+    return path
+
+
 def _load_registry_model(name: str, device: str) -> LoadedModel:
     names = registry_names()
     if name not in names:
         raise ModelError(
-            f"Unknown model {name!r}. Use 'tiny', a checkpoint file path, or one of: "
+            f"Unknown model {name!r}. Use 'tiny_cells', 'tiny', a checkpoint file path, or one of: "
             + ", ".join(names)
         )
     from .model_download import ensure_registry_weights

@@ -1,0 +1,344 @@
+"""Train dock: connect to a Ray cluster, fine-tune on a training set, watch it, use the result.
+
+All cluster I/O runs in thread workers; the dock only reads the form and shows events.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core import runs
+from ..core.cluster import ClusterProfile, ProfileStore, connect
+from ..core.errors import RaysamError
+from ..core.local_head import LocalHead
+from ..core.run_index import RunIndex
+from ..core.training.config import MODES
+from ._common import run_generator_in_worker, run_in_worker, show_status
+from .metrics_plot import MetricsPlot
+
+
+def _spin(cls, low, high, value, step=None, decimals=None):
+    box = cls()
+    box.setRange(low, high)
+    if decimals is not None:
+        box.setDecimals(decimals)
+    if step is not None:
+        box.setSingleStep(step)
+    box.setValue(value)
+    return box
+
+
+class TrainWidget(QWidget):
+    """The Train dock."""
+
+    def __init__(self, napari_viewer, profiles: ProfileStore | None = None,
+                 index: RunIndex | None = None, head: LocalHead | None = None):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.profiles = profiles or ProfileStore()
+        self.index = index or RunIndex()
+        self.head = head or LocalHead()
+        self.record = None  # the run being followed
+        self.model = None  # the registered model of the last finished run
+        self.follower = None
+        self.workers: list = []
+
+        self.profile_combo = QComboBox()
+        self.address_edit = QLineEdit()
+        self.token_env_edit = QLineEdit()
+        self.token_env_edit.setPlaceholderText("name of the env var holding the token")
+        self.storage_edit = QLineEdit()
+        self.storage_edit.setPlaceholderText("shared folder, s3:// or gs:// (local: default)")
+        self.save_profile_button = QPushButton("Save profile")
+        self.connect_button = QPushButton("Connect")
+        self.stop_local_button = QPushButton("Stop local cluster")
+        self.summary = QLabel("Not connected.")
+        self.summary.setWordWrap(True)
+
+        self.dataset_edit = QLineEdit()
+        self.last_export_button = QPushButton("Use last export")
+        self.model_edit = QLineEdit()
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(MODES)
+        self.epochs = _spin(QSpinBox, 1, 10_000, 5)
+        self.workers_spin = _spin(QSpinBox, 1, 1024, 1)
+        self.gpus = _spin(QDoubleSpinBox, 0, 16, 0, step=0.5, decimals=2)
+        self.lr = _spin(QDoubleSpinBox, 1e-6, 1.0, 1e-4, step=1e-4, decimals=6)
+        self.objects = _spin(QSpinBox, 1, 256, 8)
+        self.start_button = QPushButton("Start")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.runs_combo = QComboBox()
+        self.reattach_button = QPushButton("Re-attach")
+
+        self.plot = MetricsPlot()
+        self.progress_bar = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        self.log_box = QGroupBox("Log")
+        self.log_box.setCheckable(True)
+        self.log_box.setChecked(False)
+        QVBoxLayout(self.log_box).addWidget(self.log_view)
+        self.log_box.toggled.connect(self.log_view.setVisible)
+        self.log_view.setVisible(False)
+        self.result = QLabel("")
+        self.result.setWordWrap(True)
+        self.use_button = QPushButton("Use in Segment")
+        self.use_button.setEnabled(False)
+
+        cluster = QFormLayout()
+        cluster.addRow("Profile", self.profile_combo)
+        cluster.addRow("Address", self.address_edit)
+        cluster.addRow("Token env", self.token_env_edit)
+        cluster.addRow("Storage", self.storage_edit)
+        row = QHBoxLayout()
+        for button in (self.save_profile_button, self.connect_button, self.stop_local_button):
+            row.addWidget(button)
+        form = QFormLayout()
+        data_row = QHBoxLayout()
+        data_row.addWidget(self.dataset_edit)
+        data_row.addWidget(self.last_export_button)
+        form.addRow("Training set", data_row)
+        for label, widget in (("Base model", self.model_edit), ("Mode", self.mode_combo),
+                              ("Epochs", self.epochs), ("Workers", self.workers_spin),
+                              ("GPUs/worker", self.gpus), ("Learning rate", self.lr),
+                              ("Objects/image", self.objects)):
+            form.addRow(label, widget)
+        run_row = QHBoxLayout()
+        for widget in (self.start_button, self.cancel_button, self.runs_combo,
+                       self.reattach_button):
+            run_row.addWidget(widget)
+        layout = QVBoxLayout(self)
+        layout.addLayout(cluster)
+        layout.addLayout(row)
+        layout.addWidget(self.summary)
+        layout.addLayout(form)
+        layout.addLayout(run_row)
+        for widget in (self.progress_bar, self.status, self.plot, self.result, self.use_button,
+                       self.log_box):
+            layout.addWidget(widget)
+
+        self.profile_combo.currentTextChanged.connect(self._show_profile)
+        self.save_profile_button.clicked.connect(lambda: self.save_profile())
+        self.connect_button.clicked.connect(lambda: self.connect())
+        self.stop_local_button.clicked.connect(lambda: self.stop_local())
+        self.last_export_button.clicked.connect(lambda: self.use_last_export())
+        self.start_button.clicked.connect(lambda: self.start())
+        self.cancel_button.clicked.connect(lambda: self.cancel())
+        self.reattach_button.clicked.connect(lambda: self.reattach())
+        self.use_button.clicked.connect(lambda: self.use_in_segment())
+        self.refresh_profiles()
+        self.refresh_runs()
+        self.model_edit.setText(self._segment_model() or "tiny")
+
+    # --- profiles and cluster -------------------------------------------------------------
+
+    def refresh_profiles(self) -> None:
+        current = self.profile_combo.currentText()
+        self.profile_combo.blockSignals(True)
+        self.profile_combo.clear()
+        self.profile_combo.addItems([p.name for p in self.profiles.list()])
+        self.profile_combo.setCurrentText(current or "local")
+        self.profile_combo.blockSignals(False)
+        self._show_profile(self.profile_combo.currentText())
+
+    def _show_profile(self, name: str) -> None:
+        profile = next((p for p in self.profiles.list() if p.name == name), ClusterProfile())
+        self.address_edit.setText(profile.address)
+        self.token_env_edit.setText(profile.token_env or "")
+        self.storage_edit.setText(profile.storage or "")
+
+    def current_profile(self) -> ClusterProfile:
+        """The profile as the form shows it (validated)."""
+        return ClusterProfile(
+            name=self.profile_combo.currentText() or "local",
+            address=self.address_edit.text().strip() or "local",
+            token_env=self.token_env_edit.text().strip() or None,
+            storage=self.storage_edit.text().strip() or None,
+        ).validate()
+
+    def save_profile(self) -> None:
+        self._guard(lambda: (self.profiles.save(self.current_profile()), self.refresh_profiles()))
+
+    def connect(self):
+        """Start the local head if needed, then summarise the cluster (in a worker)."""
+        profile = self._guard(self.current_profile)
+        if profile is None:
+            return None
+
+        def work():
+            if profile.is_local:
+                self.head.start(profile.token())
+            return connect(profile, head=self.head)
+
+        return self._run(work, (), lambda s: self.summary.setText(s.text()), "Connecting...")
+
+    def stop_local(self):
+        return self._run(self.head.stop, (), lambda stopped: show_status(
+            self.status, "Local cluster stopped." if stopped else "No local cluster running."),
+            "Stopping the local cluster...")
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def use_last_export(self) -> str | None:
+        """Fill the training set with the Export dock's last export, if any."""
+        for widget in self.viewer.window.dock_widgets.values():
+            path = getattr(widget, "last_export_path", None)
+            if path:
+                self.dataset_edit.setText(str(path))
+                return str(path)
+        show_status(self.status, "Nothing exported yet in this session: use the Export dock "
+                    "or type the training-set folder.", error=True)
+        return None
+
+    def options(self) -> dict:
+        return {"model": self.model_edit.text().strip() or "tiny",
+                "mode": self.mode_combo.currentText(), "epochs": self.epochs.value(),
+                "workers": self.workers_spin.value(), "gpus_per_worker": self.gpus.value(),
+                "lr": self.lr.value(), "objects_per_image": self.objects.value()}
+
+    def start(self):
+        """Submit a run with the form's settings and follow it."""
+        profile = self._guard(self.current_profile)
+        dataset = self.dataset_edit.text().strip()
+        if profile is None:
+            return None
+        if not dataset:
+            show_status(self.status, "Choose a training set folder first.", error=True)
+            return None
+        self.plot.clear()
+        self.result.setText("")
+        self.use_button.setEnabled(False)
+        return self._run(runs.submit, (profile, dataset, self.options(), self.index, self.head),
+                         self.follow, "Uploading the training set and submitting...")
+
+    def follow(self, record) -> None:
+        """Stream a run's events into the dock (replaying what already happened)."""
+        if self.follower is not None:
+            self.follower.quit()
+        self.record = record
+        self.cancel_button.setEnabled(True)
+        self.refresh_runs()
+        show_status(self.status, f"Following {record.name}...")
+        self.follower = run_generator_in_worker(
+            runs.follow, (record, self.index, True, 0.5, self.head), self._on_event,
+            self._on_error)
+
+    def _on_event(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "epoch":
+            self.plot.add(event)
+            self.progress_bar.setRange(0, int(event.get("epochs") or 1))
+            self.progress_bar.setValue(int(event["epoch"]))
+            show_status(self.status, f"Epoch {event['epoch']}/{event.get('epochs')}: val box "
+                        f"mIoU {event.get('val_miou_box', 0):.3f}")
+        elif kind == "log":
+            self.log_view.appendPlainText(event.get("line", ""))
+        elif kind == "status":
+            state = event.get("status")
+            show_status(self.status, f"{self.record.name}: {state} {event.get('message') or ''}",
+                        error=state == "FAILED")
+            if event.get("log_tail"):
+                self.log_view.appendPlainText(event["log_tail"])
+                self.log_box.setChecked(True)
+            if state in ("SUCCEEDED", "FAILED", "STOPPED"):
+                self.cancel_button.setEnabled(False)
+                self.refresh_runs()
+            if state == "SUCCEEDED":
+                self.fetch(self.record)
+        elif kind == "error":
+            show_status(self.status, event.get("message", "") + " Press Connect to restart "
+                        "the local cluster.", error=True)
+            self.cancel_button.setEnabled(False)
+
+    def fetch(self, record):
+        return self._run(runs.fetch, (record, None, self.index), self._on_fetched,
+                         "Fetching the checkpoint...")
+
+    def _on_fetched(self, model) -> None:
+        self.model = model
+        before, after = model.metrics.get("before") or {}, model.metrics.get("after") or {}
+        lines = [f"val {name} mIoU {before.get(key, float('nan')):.2f} -> "
+                 f"{after.get(key, float('nan')):.2f}"
+                 for name, key in (("point", "val_miou_point"), ("box", "val_miou_box"),
+                                   ("corrected", "val_miou_corrected"))]
+        self.result.setText(f"Model {model.name}: " + "; ".join(lines)
+                            + f"\nCheckpoint: {model.path}")
+        self.use_button.setEnabled(True)
+
+    def cancel(self):
+        if self.record is None:
+            return None
+        return self._run(runs.cancel, (self.record, self.index, 15.0, self.head),
+                         lambda rec: show_status(self.status, f"{rec.name}: {rec.state} "
+                                                 "(last checkpoint kept, marked partial)."),
+                         "Cancelling...")
+
+    def refresh_runs(self) -> None:
+        self.runs_combo.clear()
+        for record in reversed(self.index.list()):
+            self.runs_combo.addItem(f"{record.name} [{record.state}]", record.name)
+
+    def reattach(self, name: str | None = None) -> None:
+        """Follow a known run again (after napari restarted), replaying its metrics."""
+        name = name or self.runs_combo.currentData()
+        if not name:
+            show_status(self.status, "No known runs to re-attach to.", error=True)
+            return
+        self.plot.clear()
+        self.follow(self.index.get(name))
+
+    def use_in_segment(self) -> bool:
+        """Make the fine-tuned checkpoint the Segment dock's model."""
+        if self.model is None:
+            return False
+        for widget in self.viewer.window.dock_widgets.values():
+            if hasattr(widget, "model_combo"):
+                widget.model_combo.setCurrentText(f"run:{self.model.name}")
+                widget._on_model_change()
+                show_status(self.status, f"The Segment dock now uses {self.model.name}.")
+                return True
+        show_status(self.status, f"Open the Segment dock and pick run:{self.model.name}.")
+        return False
+
+    def _segment_model(self) -> str | None:
+        for widget in self.viewer.window.dock_widgets.values():
+            if hasattr(widget, "model_combo"):
+                return widget.model_combo.currentText()
+        return None
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _guard(self, func):
+        try:
+            return func()
+        except RaysamError as exc:  # shown in the dock, napari keeps running
+            show_status(self.status, str(exc), error=True)
+            return None
+
+    def _run(self, func, args, done, message):
+        show_status(self.status, message)
+        worker = run_in_worker(func, args, done, self._on_error)
+        self.workers.append(worker)
+        worker.finished.connect(lambda: self.workers.remove(worker))
+        return worker
+
+    def _on_error(self, exc) -> None:
+        show_status(self.status, str(exc), error=True)

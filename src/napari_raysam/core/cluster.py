@@ -1,0 +1,312 @@
+"""Cluster profiles, the Jobs-API client factory, and connect/summary.
+
+A profile names a cluster: ``local`` (the embedded head, see :mod:`.local_head`) or a remote
+head's Jobs API at ``http(s)://host:8265``. The auth token is never stored: a profile names the
+environment variable that holds it (``token_env``). The client process never joins the cluster
+(no ``ray.init``): everything goes over the dashboard's HTTP API.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import RaysamError
+from .local_head import LocalHead
+from .paths import cache_dir, config_dir, read_json, write_json_atomic
+from .storage import Storage, validate_storage_uri
+
+__all__ = ["ClusterError", "ClusterProfile", "ClusterSummary", "LocalHead", "ProfileStore",
+           "connect", "make_client", "resolve_address", "validate_address", "validate_token"]
+
+LOCAL = "local"
+PROFILES_FILE = "profiles.json"
+
+
+class ClusterError(RaysamError):
+    """The cluster cannot be used; the message says why and what to do."""
+
+
+def validate_address(address: str) -> str:
+    """``local`` or a normalised ``http(s)://host[:port]``; ClusterError naming the fix."""
+    address = (address or "").strip()
+    if address == LOCAL:
+        return address
+    hint = "Use 'local' or the Jobs API address of the head, e.g. http://head-host:8265."
+    if not address:
+        raise ClusterError(f"The cluster address is empty. {hint}")
+    if address.startswith("ray://"):
+        raise ClusterError(f"{address} is a Ray Client address; napari-raysam talks to the Jobs "
+                           f"API instead. {hint}")
+    if "://" not in address:
+        if address.startswith(":"):
+            raise ClusterError(f"The address {address!r} has a port but no host. {hint}")
+        raise ClusterError(f"The address {address!r} has no scheme; write http://{address} "
+                           "(or https:// behind TLS).")
+    url = urlparse(address)
+    if url.scheme not in ("http", "https"):
+        raise ClusterError(f"The address scheme {url.scheme!r} is not supported. {hint}")
+    try:
+        port = url.port
+    except ValueError:
+        raise ClusterError(f"The port in {address!r} is not a number from 1 to 65535. {hint}") \
+            from None
+    if not url.hostname:
+        raise ClusterError(f"The address {address!r} has no host. {hint}")
+    if url.path not in ("", "/") or url.query or url.fragment or url.username:
+        raise ClusterError(f"The address {address!r} has extra parts (path, query or user); "
+                           f"give only scheme, host and port. {hint}")
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    return f"{url.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def validate_token(token: str, source: str = "the token") -> str:
+    """The token unchanged if usable; the message never contains the token itself."""
+    if not token:
+        raise ClusterError(f"{source} is empty; set it to the cluster's auth token.")
+    if any(c.isspace() for c in token):
+        raise ClusterError(f"{source} contains whitespace (often a trailing newline from a "
+                           "file); remove it, e.g. export VAR=\"$(tr -d '[:space:]' < file)\".")
+    if not token.isprintable():
+        raise ClusterError(f"{source} contains control characters; copy the token again.")
+    return token
+
+
+@dataclass
+class ClusterProfile:
+    """A named cluster. ``storage`` None means the local default (required for remote)."""
+
+    name: str = LOCAL
+    address: str = LOCAL
+    token_env: str | None = None
+    storage: str | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+    @property
+    def is_local(self) -> bool:
+        return self.address == LOCAL
+
+    def validate(self) -> ClusterProfile:
+        """Check every field (no I/O); returns self."""
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ClusterError(f"The profile name {self.name!r} must be letters, digits, '-' or "
+                               "'_'; rename it.")
+        self.address = validate_address(self.address)
+        if self.token_env is not None and not self.token_env.replace("_", "").isalnum():
+            raise ClusterError(f"{self.token_env!r} is not an environment variable name; give the "
+                               "NAME of the variable holding the token, not the token itself.")
+        if self.storage is None and not self.is_local:
+            raise ClusterError(f"The remote profile {self.name!r} needs a storage URI that the "
+                               "cluster and this computer both reach (a shared folder, s3:// or "
+                               "gs://).")
+        if self.storage is not None:
+            self.storage = validate_storage_uri(self.storage)
+        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
+            raise ClusterError("Resources per worker must be > 0 CPUs and >= 0 GPUs.")
+        return self
+
+    def storage_uri(self) -> str:
+        return self.storage or str(cache_dir() / "runs")
+
+    def token(self) -> str | None:
+        """The token from ``token_env`` (None without one); a clear error if it is unusable."""
+        if not self.token_env:
+            return None
+        value = os.environ.get(self.token_env)
+        if value is None:
+            raise ClusterError(f"The profile {self.name!r} reads its token from the environment "
+                               f"variable {self.token_env}, which is not set; set it and retry.")
+        return validate_token(value, f"The token in ${self.token_env}")
+
+    def headers(self) -> dict[str, str]:
+        token = self.token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@dataclass
+class ProfileStore:
+    """Profiles in ``profiles.json`` under the config dir (never a token)."""
+
+    path: Path = field(default_factory=lambda: config_dir() / PROFILES_FILE)
+
+    def list(self) -> list[ClusterProfile]:
+        data = read_json(self.path, {"profiles": []})
+        names = {f.name for f in fields(ClusterProfile)}
+        out = [ClusterProfile(**{k: v for k, v in p.items() if k in names})
+               for p in data.get("profiles", [])]
+        if not any(p.name == LOCAL for p in out):
+            out.insert(0, ClusterProfile())
+        return out
+
+    def get(self, name: str) -> ClusterProfile:
+        for p in self.list():
+            if p.name == name:
+                return p
+        raise ClusterError(f"No cluster profile named {name!r}; known: "
+                           f"{', '.join(p.name for p in self.list())}. Add it first.")
+
+    def save(self, profile: ClusterProfile) -> None:
+        profile.validate()
+        rest = [p for p in self.list() if p.name != profile.name]
+        write_json_atomic(self.path, {"profiles": [asdict(p) for p in [*rest, profile]]})
+
+    def delete(self, name: str) -> None:
+        keep = [asdict(p) for p in self.list() if p.name != name]
+        write_json_atomic(self.path, {"profiles": keep})
+
+
+def resolve_address(profile: ClusterProfile, head: LocalHead | None = None,
+                    start_local: bool = False) -> str:
+    """The Jobs API URL of the profile; for ``local`` the recorded head (started if asked)."""
+    if not profile.is_local:
+        return validate_address(profile.address)
+    head = head or LocalHead()
+    state = head.start(profile.token()) if start_local else head.status(profile.token())
+    if state is None:
+        raise ClusterError("The local cluster is not running; start it (Train dock or "
+                           "`napari-raysam cluster start`).")
+    return state.address
+
+
+def make_client(address: str, headers: dict[str, str] | None = None, timeout: float = 60.0):
+    """A ``JobSubmissionClient`` whose requests time out (``timeout`` s to read, 5 s to
+    connect); construction itself checks the Jobs API. Errors become ClusterError."""
+    from ray.job_submission import JobSubmissionClient
+
+    class _Client(JobSubmissionClient):
+        def _do_request(self, method, endpoint, **kwargs):
+            kwargs.setdefault("timeout", (5.0, timeout))
+            return super()._do_request(method, endpoint, **kwargs)
+
+    probe(address, headers or {}, timeout=5.0)
+    try:
+        return _Client(address, headers=dict(headers or {}))
+    except Exception as exc:  # noqa: BLE001 - turned into a message for the user
+        raise _translate(exc, address) from None
+
+
+def _translate(exc: Exception, address: str) -> ClusterError:
+    from ray.exceptions import AuthenticationError
+
+    if isinstance(exc, AuthenticationError):
+        return ClusterError(f"The cluster at {address} refused the auth token; set the right "
+                            "token in the profile's token variable.")
+    return ClusterError(f"The Jobs API at {address} failed: {type(exc).__name__}. Check the "
+                        "address and that the head is running Ray >= 2.0 with the dashboard.")
+
+
+def probe(address: str, headers: dict[str, str], timeout: float = 5.0) -> dict:
+    """GET /api/version and /api/jobs/ with short timeouts; ClusterError for each failure kind:
+    unreachable, not a Ray dashboard, token missing or refused. Returns the version JSON."""
+    import requests
+
+    def get(endpoint: str):
+        try:
+            return requests.get(address + endpoint, headers=headers, timeout=timeout)
+        except requests.exceptions.SSLError:
+            raise ClusterError(f"TLS to {address} failed; check the certificate, or use http:// "
+                               "if the head has no TLS.") from None
+        except (requests.ConnectionError, requests.Timeout):
+            raise ClusterError(f"Cannot reach {address} within {timeout:.0f} s. Check the host and "
+                               "port, that the Ray head is running and that a port-forward or "
+                               "ingress to its dashboard (port 8265) is up.") from None
+
+    r = get("/api/version")
+    _check_auth(r, address)
+    try:
+        version = r.json()
+        assert r.status_code == 200 and "ray_version" in version
+    except (ValueError, AssertionError):
+        raise ClusterError(f"{address} answers (HTTP {r.status_code}) but is not a Ray dashboard "
+                           "with the Jobs API. Check the port (the dashboard's default is "
+                           "8265).") from None
+    jobs = get("/api/jobs/")
+    _check_auth(jobs, address)
+    if jobs.status_code != 200:
+        raise ClusterError(f"The Ray dashboard at {address} has no working Jobs API (HTTP "
+                           f"{jobs.status_code}); start the head with ray[default] installed.")
+    version["jobs"] = jobs.json()
+    return version
+
+
+def _check_auth(r, address: str) -> None:
+    if r.status_code == 401:
+        raise ClusterError(f"The cluster at {address} requires an auth token; set the profile's "
+                           "token variable (token_env) to the cluster's token.")
+    if r.status_code == 403:
+        raise ClusterError(f"The cluster at {address} refused the auth token; check the value "
+                           "of the profile's token variable (token_env).")
+
+
+@dataclass
+class ClusterSummary:
+    """What the Train dock shows after connecting."""
+
+    address: str
+    ray_version: str
+    client_ray_version: str
+    python_version: str | None
+    client_python_version: str
+    nodes: int
+    cpus: float
+    gpus: float
+    memory_gb: float
+    running_jobs: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        lines = [f"{self.address}: Ray {self.ray_version} (client {self.client_ray_version}), "
+                 f"Python {self.python_version or '?'} (client {self.client_python_version})",
+                 f"{self.nodes} node(s), {self.cpus:g} CPUs, {self.gpus:g} GPUs, "
+                 f"{self.memory_gb:.1f} GB memory; {len(self.running_jobs)} running job(s)"]
+        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+
+
+def _minor(version: str | None) -> str:
+    return ".".join((version or "").split(".")[:2])
+
+
+def connect(profile: ClusterProfile, timeout: float = 5.0, check_storage: bool = True,
+            head: LocalHead | None = None, start_local: bool = False) -> ClusterSummary:
+    """Check the profile end to end (address, token, Jobs API, storage) and summarise the
+    cluster; ``start_local`` starts the embedded head for the ``local`` profile if needed.
+    Raises ClusterError/StorageError with a message naming the fix."""
+    import ray
+    import requests
+
+    profile.validate()
+    address = resolve_address(profile, head, start_local=start_local)
+    headers = profile.headers()
+    info = probe(address, headers, timeout)
+    nodes: list = []
+    try:
+        r = requests.get(f"{address}/api/v0/nodes?detail=1&limit=1000", headers=headers,
+                         timeout=timeout)
+        nodes = [n for n in r.json()["data"]["result"]["result"] if n.get("state") == "ALIVE"]
+        r = requests.get(f"{address}/api/v0/cluster_metadata", headers=headers, timeout=timeout)
+        info["python_version"] = r.json()["data"].get("pythonVersion")
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        pass
+    res = [n.get("resources_total", {}) for n in nodes]
+    running = [j.get("submission_id") or j.get("job_id") for j in info.get("jobs", [])
+               if j.get("status") in ("PENDING", "RUNNING")]
+    client_py = ".".join(map(str, sys.version_info[:3]))
+    summary = ClusterSummary(
+        address=address, ray_version=info["ray_version"], client_ray_version=ray.__version__,
+        python_version=info.get("python_version"), client_python_version=client_py,
+        nodes=len(nodes), cpus=sum(x.get("CPU", 0) for x in res),
+        gpus=sum(x.get("GPU", 0) for x in res),
+        memory_gb=sum(x.get("memory", 0) for x in res) / 1e9, running_jobs=running)
+    if _minor(summary.ray_version) != _minor(ray.__version__):
+        summary.warnings.append(f"the cluster runs Ray {summary.ray_version} but this client "
+                                f"{ray.__version__}; install the same Ray minor version")
+    if summary.python_version and _minor(summary.python_version) != _minor(client_py):
+        summary.warnings.append(f"the cluster runs Python {summary.python_version}, this client "
+                                f"{client_py}; the shipped code must work on both")
+    if check_storage:
+        Storage.open(profile.storage_uri()).check_writable(timeout=max(timeout, 5.0))
+    return summary

@@ -1,0 +1,328 @@
+"""A fine-tuning run on a cluster: submit, follow, cancel, re-attach, fetch.
+
+Every run goes through the Jobs API (local and remote alike); the entrypoint is
+``python -m napari_raysam.train`` shipped with ``runtime_env.py_modules``. Runs are recorded in
+the local run index (:mod:`.run_index`) so a new session can list and re-attach to them.
+
+Events yielded by :func:`follow` (dicts, one per step):
+
+* training events, as ``train --json`` prints them: ``start``, ``baseline``, ``epoch``,
+  ``resume``, ``end`` (replayed first from ``metrics.jsonl`` in storage, never twice);
+* ``{"event": "status", "run", "status": PENDING|RUNNING|SUCCEEDED|FAILED|STOPPED,
+  "message", "log_tail"}`` whenever the job status changes (log_tail on FAILED);
+* ``{"event": "log", "run", "line"}`` for every other line of the job's output;
+* ``{"event": "error", "run", "message"}`` when contact with the cluster is lost (follow ends).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+from .cluster import ClusterError, ClusterProfile, ProfileStore, make_client, resolve_address
+from .errors import RaysamError
+from .job_logs import LogStream
+from .local_head import LocalHead
+from .paths import safe_name
+from .run_index import (
+    TERMINAL,
+    RegisteredModel,
+    RunIndex,
+    RunRecord,
+    list_registered_models,
+    model_store_dir,
+    register_model,
+)
+from .storage import Storage, StorageError
+from .training.events import METRICS_FILE, now_iso
+
+__all__ = ["RunRecord", "cancel", "fetch", "follow", "history", "list_registered_models",
+           "list_runs", "refresh", "submit", "train_argv"]
+
+FETCH_FILES = ("model.pt", "report.json", "curves.png")
+TRAINING_EVENTS = ("start", "baseline", "epoch", "resume", "end")
+#: Options the run client sets itself; a caller cannot pass them.
+RESERVED = ("dataset", "storage", "name", "json", "verbose", "help")
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    from napari_raysam.train import add_train_arguments
+
+    parser = argparse.ArgumentParser(prog="napari_raysam.train", add_help=False,
+                                     exit_on_error=False)
+    add_train_arguments(parser)
+    return parser
+
+
+def train_argv(options: dict) -> list[str]:
+    """Command-line options for ``napari_raysam.train`` from ``{dest: value}``; checked by the
+    entrypoint's own parser (types, choices) before anything is uploaded."""
+    parser = _train_parser()
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    argv: list[str] = []
+    for key, value in options.items():
+        if key in RESERVED or key not in actions:
+            raise RaysamError(f"{key!r} is not a training option you can set here; use one of "
+                              f"{', '.join(sorted(set(actions) - set(RESERVED)))}.")
+        if value is None:
+            continue
+        argv += [actions[key].option_strings[-1], str(value)]
+    try:
+        args, extra = parser.parse_known_args(["DATASET", *argv])
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise RaysamError(f"Invalid training option: {exc}. Fix the value and submit again.") \
+            from None
+    if extra:
+        raise RaysamError(f"Invalid training options {extra}; fix them and submit again.")
+    from napari_raysam.train import config_from_args
+
+    config_from_args(args).validate()
+    return argv
+
+
+def build_entrypoint(python: str, dataset_uri: str, argv: list[str], runs_uri: str,
+                     name: str) -> str:
+    """The job's shell command; every part is quoted (user strings never reach the shell)."""
+    safe_name(name, "run name")
+    return shlex.join([python, "-m", "napari_raysam.train", dataset_uri, *argv, "--storage",
+                       runs_uri, "--name", name, "--json"])
+
+
+def _package_dir() -> str:
+    import napari_raysam
+
+    return str(Path(napari_raysam.__file__).resolve().parent)
+
+
+def submit(profile: ClusterProfile, dataset: str | Path, options: dict | None = None,
+           index: RunIndex | None = None, head: LocalHead | None = None) -> RunRecord:
+    """Upload the training set, submit the training job and record it; returns the record."""
+    from .training.config import fresh_run_name
+
+    index = index or RunIndex()
+    profile.validate()
+    argv = train_argv(dict(options or {}))
+    address = resolve_address(profile, head, start_local=profile.is_local)
+    client = make_client(address, profile.headers())
+    storage = Storage.open(profile.storage_uri())
+    storage.check_writable()
+    content_hash, dataset_uri, _, _ = storage.upload_dataset(dataset)
+    name = fresh_run_name()
+    python = sys.executable if profile.is_local else "python"
+    entry = build_entrypoint(python, dataset_uri, argv, storage.uri_of("runs"), name)
+    record = index.put(RunRecord(
+        name=name, profile=profile.name, address=profile.address, storage=storage.uri,
+        dataset_hash=content_hash, dataset_uri=dataset_uri, config=dict(options or {}),
+        submitted=now_iso(), token_env=profile.token_env))
+    try:
+        client.submit_job(entrypoint=entry, submission_id=name,
+                          runtime_env={"py_modules": [_package_dir()],
+                                       "env_vars": {"PYTHONUNBUFFERED": "1"}},
+                          metadata={"napari_raysam_run": name, "dataset_hash": content_hash})
+    except Exception as exc:  # noqa: BLE001 - recorded, then reported
+        index.update(name, state="FAILED", message=f"submission failed: {type(exc).__name__}")
+        raise ClusterError(f"The cluster did not accept the run ({type(exc).__name__}: "
+                           f"{str(exc)[:300]}). Check the cluster summary and retry.") from None
+    return record
+
+
+def list_runs(index: RunIndex | None = None) -> list[RunRecord]:
+    return (index or RunIndex()).list()
+
+
+def _profile_of(record: RunRecord) -> ClusterProfile:
+    try:
+        return ProfileStore().get(record.profile)
+    except RaysamError:
+        return ClusterProfile(name=record.profile, address=record.address,
+                              token_env=record.token_env, storage=record.storage)
+
+
+def _client(record: RunRecord, head: LocalHead | None = None):
+    profile = _profile_of(record)
+    return make_client(resolve_address(profile, head), profile.headers())
+
+
+def history(record: RunRecord) -> list[dict]:
+    """The run's events from ``metrics.jsonl`` in storage ([] when not reachable yet)."""
+    safe_name(record.name, "run name")
+    try:
+        storage = Storage.open(record.storage)
+        data = storage.read_bytes(storage.path("runs", record.name, METRICS_FILE)) or b""
+    except (StorageError, OSError):
+        return []
+    out = []
+    for line in data.decode(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _log_tail(client, name: str, lines: int = 40) -> str:
+    try:
+        return "\n".join(client.get_job_logs(name).splitlines()[-lines:])
+    except Exception:  # noqa: BLE001 - best effort for the UI
+        return ""
+
+
+def _record_status(index: RunIndex, record: RunRecord, status: str, client) -> dict:
+    changes: dict = {"state": status}
+    event = {"event": "status", "run": record.name, "status": status, "message": ""}
+    if status == "FAILED":
+        changes["log_tail"] = event["log_tail"] = _log_tail(client, record.name)
+        event["message"] = changes["message"] = "the training job failed; see the log tail"
+    if status == "STOPPED":
+        changes.update(cancelled=True, partial=True)
+        event["message"] = changes["message"] = "cancelled; the last checkpoint is kept (partial)"
+    if status in TERMINAL:
+        changes["ended"] = now_iso()
+    try:
+        index.update(record.name, **changes)
+    except RaysamError:
+        pass  # followed without an index entry
+    return event
+
+
+def refresh(record: RunRecord, index: RunIndex | None = None) -> RunRecord:
+    """Ask the cluster for the run's status and store it in the index."""
+    index = index or RunIndex()
+    client = _client(record)
+    status = str(client.get_job_status(record.name).value)
+    if status != record.state:
+        _record_status(index, record, status, client)
+    return index.get(record.name)
+
+
+def _key(event: dict) -> str:
+    return json.dumps({k: v for k, v in event.items() if k != "time"}, sort_keys=True,
+                      default=str)
+
+
+def follow(record: RunRecord, index: RunIndex | None = None, replay: bool = True,
+           poll: float = 0.5, head: LocalHead | None = None, stream: bool = True
+           ) -> Iterator[dict]:
+    """Events of the run until it ends (see the module doc). Metrics already in storage are
+    replayed first; then the job's log is streamed (``stream=False``: polled) and its status
+    polled every ``poll`` seconds."""
+    index = index or RunIndex()
+    seen: set[str] = set()
+    if replay:
+        for event in history(record):
+            seen.add(_key(event))
+            yield event
+    try:
+        client = _client(record, head)
+    except RaysamError as exc:
+        yield {"event": "error", "run": record.name, "message": str(exc)}
+        return
+    status, buffer = None, ""
+    logs = LogStream(client, record.name, stream=stream)
+    try:
+        while True:
+            try:
+                new_status = str(client.get_job_status(record.name).value)
+                buffer += logs.read(final=new_status in TERMINAL)
+            except Exception as exc:  # noqa: BLE001 - lost contact: report and end
+                msg = (f"Lost contact with the cluster while following {record.name} "
+                       f"({type(exc).__name__}). The run may still be going; restart the "
+                       "cluster or re-attach later.")
+                yield {"event": "error", "run": record.name, "message": msg}
+                return
+            *lines, buffer = buffer.split("\n")
+            if new_status in TERMINAL and buffer:
+                lines, buffer = [*lines, buffer], ""
+            for line in lines:
+                event = _parse(line, record.name)
+                if event is None or (event["event"] in TRAINING_EVENTS and _key(event) in seen):
+                    continue
+                seen.add(_key(event))
+                yield event
+            if new_status != status:
+                status = new_status
+                yield _record_status(index, record, status, client)
+            if status in TERMINAL:
+                return
+            time.sleep(poll)
+    finally:
+        logs.close()
+
+
+def _parse(line: str, run: str) -> dict | None:
+    line = line.rstrip("\r")
+    if not line.strip():
+        return None
+    if line.startswith("{"):
+        try:
+            event = json.loads(line)
+            if isinstance(event, dict) and event.get("event") in TRAINING_EVENTS:
+                return event
+        except ValueError:
+            pass
+    return {"event": "log", "run": run, "line": line}
+
+
+def cancel(record: RunRecord, index: RunIndex | None = None, timeout: float = 15.0,
+           head: LocalHead | None = None) -> RunRecord:
+    """``stop_job``; waits until the job is STOPPED (or otherwise ended) and records it."""
+    index = index or RunIndex()
+    client = _client(record, head)
+    client.stop_job(record.name)
+    deadline = time.monotonic() + timeout
+    status = str(client.get_job_status(record.name).value)
+    while status not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.25)
+        status = str(client.get_job_status(record.name).value)
+    if status not in TERMINAL:
+        raise ClusterError(f"The run {record.name} did not stop within {timeout:.0f} s; it is "
+                           f"{status}. Try cancelling again.")
+    _record_status(index, record, status, client)
+    return index.get(record.name)
+
+
+def fetch(record: RunRecord, store: Path | None = None,
+          index: RunIndex | None = None) -> RegisteredModel:
+    """Download model.pt, report.json and curves.png into ``<store>/<run>/`` (sha256-checked,
+    atomic) and register the model under the run's name."""
+    name = safe_name(record.name, "run name")
+    store = Path(store or model_store_dir()).resolve()
+    dest = (store / name).resolve()
+    if dest.parent != store:
+        raise RaysamError(f"Refusing to write outside the model store for run {name!r}.")
+    storage = Storage.open(record.storage)
+    run_path = storage.path("runs", name)
+    if storage.size(storage.path("runs", name, "model.pt")) is None:
+        what = "was cancelled" if record.cancelled else f"is {record.state}"
+        raise RaysamError(f"The run {name} {what} and has no final model.pt yet. Fetch it "
+                          "after it has finished; a cancelled run keeps only its last Ray "
+                          f"checkpoint under {storage.uri_of('runs', name)}.")
+    got: dict[str, str] = {}
+    for fname in FETCH_FILES:
+        safe_name(fname, "file name")
+        if storage.size(f"{run_path}/{fname}") is None and fname != "model.pt":
+            continue
+        got[fname] = storage.download(f"{run_path}/{fname}", dest / fname)
+    report = json.loads((dest / "report.json").read_text()) if "report.json" in got else {}
+    model = RegisteredModel(
+        name=name, path=str(dest / "model.pt"), base_model=str(record.config.get("model", "tiny")),
+        metrics={"before": report.get("before"), "after": report.get("after")},
+        sha256=got["model.pt"], run=name, registered=now_iso(),
+        report=str(dest / "report.json") if "report.json" in got else None,
+        curves=str(dest / "curves.png") if "curves.png" in got else None)
+    register_model(model, store)
+    try:
+        (index or RunIndex()).update(name, model_dir=str(dest))
+    except RaysamError:
+        pass
+    return model
+
+
+def record_json(record: RunRecord) -> dict:
+    return asdict(record)

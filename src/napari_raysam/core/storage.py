@@ -1,0 +1,226 @@
+"""A cluster profile's storage URI through pyarrow.fs: datasets up, run outputs down.
+
+Layout under the URI: ``datasets/<content hash>/`` (a training set, manifest written last) and
+``runs/<run name>/`` (Ray Train's storage_path: metrics.jsonl, model.pt, report.json, ...).
+Uploads skip files already there with the right sha256; downloads go to a temporary name, are
+checked against the remote file's sha256 and only then renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import RaysamError
+
+SCHEMES = ("file", "s3", "gs", "gcs", "mock")
+CHUNK = 1 << 20
+
+
+class StorageError(RaysamError):
+    """The storage URI cannot be used; the message says why and what to do."""
+
+
+def validate_storage_uri(uri: str) -> str:
+    """The normalised URI (an absolute path for local folders); StorageError when unusable."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise StorageError("The storage URI is empty; give a folder both sides can reach, or an "
+                           "s3:// or gs:// URI.")
+    uri = uri.strip()
+    scheme = urlparse(uri).scheme if "://" in uri else ""
+    if scheme == "":
+        if ":" in uri.split("/")[0] and len(uri.split(":")[0]) > 1:
+            raise StorageError(f"The storage URI {uri!r} looks like 'scheme:path' without '//'; "
+                               "write s3://bucket/path, gs://bucket/path or a plain folder path.")
+        return str(Path(uri).expanduser().absolute())
+    if scheme not in SCHEMES:
+        raise StorageError(f"The storage URI scheme {scheme!r} is not supported; use a local or "
+                           "shared folder path, file://, s3:// or gs://.")
+    if scheme in ("s3", "gs", "gcs") and not urlparse(uri).netloc:
+        raise StorageError(f"The storage URI {uri!r} names no bucket; write {scheme}://BUCKET/path.")
+    return uri
+
+
+def _hash_stream(stream, sink: Callable[[bytes], None] | None = None) -> str:
+    h = hashlib.sha256()
+    while chunk := stream.read(CHUNK):
+        h.update(chunk)
+        if sink:
+            sink(chunk)
+    return h.hexdigest()
+
+
+def _timed(fn: Callable, timeout: float, what: str):
+    """Run a blocking storage call with a deadline (network filesystems can hang offline)."""
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise StorageError(f"{what} did not answer within {timeout:.0f} s; check the network, the "
+                           "bucket name and your credentials, or pick another storage URI.")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+@dataclass
+class Storage:
+    """An opened storage URI. ``uri_of`` names paths the cluster side can open."""
+
+    uri: str
+    fs: object = field(repr=False)
+    root: str
+
+    @classmethod
+    def open(cls, uri: str, timeout: float = 10.0) -> Storage:
+        uri = validate_storage_uri(uri)
+        from pyarrow import fs as pafs
+
+        try:
+            filesystem, root = _timed(lambda: pafs.FileSystem.from_uri(uri), timeout,
+                                      f"The storage {uri}")
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"Cannot open the storage URI {uri}: {exc}. Check the path, "
+                               "bucket and credentials.") from None
+        return cls(uri=uri, fs=filesystem, root=root.rstrip("/") or "/")
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *[p.strip("/") for p in parts if p]])
+
+    def uri_of(self, *parts: str) -> str:
+        """The URI (or absolute local path) of ``parts`` for the job's command line."""
+        if self.uri.startswith("/"):
+            return self.path(*parts)
+        scheme = urlparse(self.uri).scheme
+        if scheme == "file":
+            return self.path(*parts)
+        return f"{scheme}://{self.path(*parts).lstrip('/')}"
+
+    def _info(self, path: str):
+        return self.fs.get_file_info(path)
+
+    def exists(self, path: str) -> bool:
+        from pyarrow.fs import FileType
+
+        return self._info(path).type != FileType.NotFound
+
+    def size(self, path: str) -> int | None:
+        info = self._info(path)
+        return info.size if info.type.name == "File" else None
+
+    def check_writable(self, timeout: float = 10.0) -> None:
+        """Write, read back and delete a probe file; StorageError saying why when it fails."""
+        probe = self.path(f".raysam-probe-{secrets.token_hex(4)}")
+
+        def go() -> None:
+            self.fs.create_dir(self.root, recursive=True)
+            with self.fs.open_output_stream(probe) as out:
+                out.write(b"ok")
+            with self.fs.open_input_stream(probe) as inp:
+                if inp.read() != b"ok":
+                    raise OSError("read back different bytes")
+            self.fs.delete_file(probe)
+
+        try:
+            _timed(go, timeout, f"The storage {self.uri}")
+        except OSError as exc:
+            raise StorageError(f"Cannot write to the storage {self.uri} ({exc}). Pick a folder or "
+                               "bucket you can write to, or fix its permissions/credentials.") \
+                from None
+
+    def sha256(self, path: str) -> str:
+        with self.fs.open_input_stream(path) as inp:
+            return _hash_stream(inp)
+
+    def read_bytes(self, path: str) -> bytes | None:
+        if self.size(path) is None:
+            return None
+        with self.fs.open_input_stream(path) as inp:
+            return inp.read()
+
+    def put_file(self, local: Path, path: str, sha256: str | None = None) -> None:
+        """Copy a local file to ``path`` via a temporary name; verify its sha256 remotely."""
+        parent = path.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        tmp = f"{path}.part-{secrets.token_hex(4)}"
+        try:
+            with open(local, "rb") as src, self.fs.open_output_stream(tmp) as out:
+                local_sha = _hash_stream(src, out.write)
+            if sha256 and local_sha != sha256:
+                raise StorageError(f"{local} changed on disk (sha256 differs from its manifest); "
+                                   "export the training set again.")
+            if self.sha256(tmp) != local_sha:
+                raise StorageError(f"The upload of {local} to {self.uri} arrived damaged; retry.")
+            self.fs.move(tmp, path)
+        except BaseException:
+            if self.exists(tmp):
+                self.fs.delete_file(tmp)
+            raise
+
+    def upload_dataset(self, local_dir: str | Path) -> tuple[str, str, int, int]:
+        """Upload a training set to ``datasets/<content hash>/``; files already there with the
+        right sha256 are skipped. Returns (content hash, URI, files uploaded, files skipped)."""
+        from .dataset import MANIFEST, open_dataset
+
+        ts = open_dataset(local_dir)
+        local_dir = Path(ts.path)
+        base = ("datasets", ts.content_hash)
+        files = {}
+        for r in ts.samples:
+            files[r.image], files[r.labels] = r.image_sha256, r.labels_sha256
+        uploaded = skipped = 0
+        for rel, sha in sorted(files.items()):
+            remote = self.path(*base, rel)
+            if self.size(remote) == (local_dir / rel).stat().st_size and self.sha256(remote) == sha:
+                skipped += 1
+                continue
+            self.put_file(local_dir / rel, remote, sha)
+            uploaded += 1
+        manifest = (local_dir / MANIFEST).read_bytes()
+        if self.read_bytes(self.path(*base, MANIFEST)) == manifest:
+            skipped += 1
+        else:  # the manifest goes last: its presence marks a complete upload
+            self.put_file(local_dir / MANIFEST, self.path(*base, MANIFEST))
+            uploaded += 1
+        return ts.content_hash, self.uri_of(*base), uploaded, skipped
+
+    def download(self, path: str, dest: Path, expected_sha256: str | None = None) -> str:
+        """Copy ``path`` to ``dest`` through ``.<name>.part-*``: the remote sha256 is read
+        first, the download hashed as it is written, and only a match is renamed into place.
+        A failure leaves no file under ``dest``. Returns the sha256."""
+        if self.size(path) is None:
+            raise StorageError(f"{self.uri_of(path[len(self.root):])} does not exist in the "
+                               "storage; the run may not have finished or its folder was removed.")
+        remote_sha = self.sha256(path)
+        if expected_sha256 and remote_sha != expected_sha256:
+            raise StorageError(f"{path} in the storage does not match its recorded sha256; the "
+                               "run's outputs are damaged. Re-run the training.")
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part-{secrets.token_hex(4)}")
+        try:
+            with self.fs.open_input_stream(path) as inp, open(tmp, "wb") as out:
+                got = _hash_stream(inp, out.write)
+                out.flush()
+                os.fsync(out.fileno())
+            if got != remote_sha:
+                raise StorageError(f"The download of {path} was damaged (sha256 mismatch); "
+                                   "fetch the run again.")
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return remote_sha
