@@ -168,3 +168,17 @@ def test_single_process_step_learns():
         losses.append(float(loss.detach()))
         assert n == len(masks)
     assert np.mean(losses[-6:]) < np.mean(losses[:6]) - 0.05
+
+
+def test_every_rank_gets_training_data_with_fewer_images_than_workers(tmp_path):
+    from napari_raysam.core.dataset import SampleInput, write_dataset
+    from napari_raysam.core.sample_data import make_samples
+    from napari_raysam.core.training.data import load_shard
+
+    samples = make_samples(2, shape=(64, 64))
+    ts = write_dataset(tmp_path / "two", [SampleInput(s.image, s.labels, f"s{i}")
+                                          for i, s in enumerate(samples)])
+    assert len(ts.split("train")) == 1
+    shards = [load_shard(str(ts.path), "train", rank, 2, at_least_one=True) for rank in (0, 1)]
+    assert all(len(shard) == 1 for shard in shards)
+    assert load_shard(str(ts.path), "val", 1, 2) == []  # val is never duplicated

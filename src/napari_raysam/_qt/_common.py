@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QComboBox, QLabel
 
 from ..core.errors import RaysamError
@@ -81,34 +83,41 @@ def run_in_worker(func: Callable, args: tuple, done: Callable, error: Callable,
     return worker
 
 
-class _Failure:
-    def __init__(self, exc: Exception):
-        self.exc = exc
+class StreamThread(QObject):
+    """Iterate ``gen_func(*args)`` on a thread of its own; items arrive in Qt as ``item``.
 
-
-def run_generator_in_worker(gen_func: Callable, args: tuple, on_yield: Callable,
-                            error: Callable, finished: Callable | None = None):
-    """Iterate ``gen_func(*args)`` in a thread worker; each item reaches ``on_yield`` in Qt.
-
-    Like :func:`run_in_worker`, a :class:`RaysamError` goes to ``error`` without a dialog.
-    ``worker.quit()`` stops it at the next item.
+    Long-lived streams (following a run for hours) must not occupy napari's shared thread
+    pool, which has one thread per core: other workers (cancel, fetch) would wait behind them.
+    A :class:`RaysamError` arrives as ``failed``; ``quit()`` stops at the next item.
     """
-    from napari.qt.threading import create_worker
 
-    def guarded():
+    item = Signal(object)
+    failed = Signal(object)
+
+    def __init__(self, gen_func: Callable, args: tuple):
+        super().__init__()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(gen_func, args), daemon=True)
+
+    def start(self) -> StreamThread:
+        self._thread.start()
+        return self
+
+    def quit(self) -> None:
+        self._stop.set()
+
+    def is_running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self, gen_func: Callable, args: tuple) -> None:
         try:
-            yield from gen_func(*args)
-        except RaysamError as exc:
-            yield _Failure(exc)
-
-    worker = create_worker(guarded, _start_thread=False)
-    worker.yielded.connect(
-        lambda item: error(item.exc) if isinstance(item, _Failure) else on_yield(item))
-    worker.errored.connect(error)
-    if finished is not None:
-        worker.finished.connect(finished)
-    worker.start()
-    return worker
+            for value in gen_func(*args):
+                if self._stop.is_set():
+                    return
+                self.item.emit(value)
+        except Exception as exc:  # noqa: BLE001 - reported in the dock, never a crash
+            if not self._stop.is_set():
+                self.failed.emit(exc)
 
 
 def preload_heavy_modules() -> None:

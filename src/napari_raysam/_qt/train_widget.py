@@ -27,7 +27,7 @@ from ..core.errors import RaysamError
 from ..core.local_head import LocalHead
 from ..core.run_index import RunIndex
 from ..core.training.config import MODES
-from ._common import run_generator_in_worker, run_in_worker, show_status
+from ._common import StreamThread, run_in_worker, show_status
 from .metrics_plot import MetricsPlot
 
 
@@ -144,6 +144,8 @@ class TrainWidget(QWidget):
         self.cancel_button.clicked.connect(lambda: self.cancel())
         self.reattach_button.clicked.connect(lambda: self.reattach())
         self.use_button.clicked.connect(lambda: self.use_in_segment())
+        # closing the dock (or napari) leaves runs going; stop delivering to deleted widgets
+        self.destroyed.connect(lambda *_: self._detach_workers())
         self.refresh_profiles()
         self.refresh_runs()
         self.model_edit.setText(self._segment_model() or "tiny")
@@ -237,9 +239,10 @@ class TrainWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.refresh_runs()
         show_status(self.status, f"Following {record.name}...")
-        self.follower = run_generator_in_worker(
-            runs.follow, (record, self.index, True, 0.5, self.head), self._on_event,
-            self._on_error)
+        self.follower = StreamThread(runs.follow, (record, self.index, True, 0.5, self.head))
+        self.follower.item.connect(self._on_event)
+        self.follower.failed.connect(self._on_error)
+        self.follower.start()
 
     def _on_event(self, event: dict) -> None:
         kind = event.get("event")
@@ -342,3 +345,16 @@ class TrainWidget(QWidget):
 
     def _on_error(self, exc) -> None:
         show_status(self.status, str(exc), error=True)
+
+    def _detach_workers(self) -> None:
+        """Disconnect every worker from this dock (touches no Qt widget: it may be gone)."""
+        for worker in [*self.workers, self.follower]:
+            if worker is None:
+                continue
+            for signal in ("item", "failed", "returned", "errored", "finished"):
+                try:
+                    getattr(worker, signal).disconnect()
+                except (AttributeError, TypeError, RuntimeError):
+                    pass
+            if hasattr(worker, "quit"):
+                worker.quit()

@@ -41,10 +41,18 @@ class Tile:
     variant: int = 0  # dihedral variant 0..7
 
 
-def load_shard(dataset: str, split: str, rank: int = 0, world: int = 1) -> list[Sample]:
-    """This rank's share of a split, read and normalised exactly as inference does."""
+def load_shard(dataset: str, split: str, rank: int = 0, world: int = 1,
+               at_least_one: bool = False) -> list[Sample]:
+    """This rank's share of a split, read and normalised exactly as inference does.
+
+    ``at_least_one`` (training): with fewer images than workers a rank borrows one image
+    (as a distributed sampler pads), so every rank has a step to take.
+    """
     ts = open_dataset(dataset)
-    records = sorted(ts.split(split), key=lambda r: r.id)[rank::world]
+    ordered = sorted(ts.split(split), key=lambda r: r.id)
+    records = ordered[rank::world]
+    if at_least_one and not records and ordered:
+        records = [ordered[rank % len(ordered)]]
     out = []
     for record in records:
         rgb, labels = ts.load(record, normalise=True)

@@ -118,8 +118,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if state:
         optimizer.load_state_dict(state["optimizer"])
     size = int(sam.image_encoder.img_size)
-    train, val = load_shard(cfg.dataset, "train", rank, world), load_shard(cfg.dataset, "val",
-                                                                          rank, world)
+    train = load_shard(cfg.dataset, "train", rank, world, at_least_one=True)
+    val = load_shard(cfg.dataset, "val", rank, world)
     base = fixed_tiles(train, size, cfg.min_object_px)
     n_tiles = int(_all_reduce_sum([len(base)])[0])
     n_steps = steps_per_epoch(n_tiles, world, cfg.images_per_step, cfg.steps_per_epoch)
