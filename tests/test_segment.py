@@ -62,18 +62,21 @@ def test_automatic_segmentation_returns_labels(tiny_model, scene):
 
 def test_prompts_reach_sam_in_xy_order(tiny_model, scene, monkeypatch):
     """napari gives (row, col); SAM wants (x, y): a swap would segment the wrong place."""
+    from napari_raysam.core.fast_decoder import fast_decoder_for
+
     seen = {}
-    real = tiny_model.predictor.predict
+    decoder = fast_decoder_for(tiny_model.sam)
+    real = decoder.predict
 
-    def spy(**kwargs):
+    def spy(*args, **kwargs):
         seen.update(kwargs)
-        return real(**kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(tiny_model.predictor, "predict", spy)
+    monkeypatch.setattr(decoder, "predict", spy)
     segment.segment(tiny_model, scene[2], [[30, 150]], [1])
-    np.testing.assert_allclose(seen["point_coords"], [[150, 30]])
+    np.testing.assert_allclose(seen["point_coords_xy"], [[150, 30]])
     segment.segment(tiny_model, scene[2], box=[10, 20, 60, 120])
-    np.testing.assert_allclose(np.ravel(seen["box"]), [20, 10, 120, 60])
+    np.testing.assert_allclose(np.ravel(seen["box_xyxy"]), [20, 10, 120, 60])
 
 
 def test_model_with_decoder_uses_instance_segmentation_decoder(tmp_path, scene):
@@ -95,3 +98,13 @@ def test_model_with_decoder_uses_instance_segmentation_decoder(tmp_path, scene):
     _, rgb, emb = scene
     labels = segment.automatic(model, rgb, emb)
     assert labels.shape == (192, 224) and calls  # the AIS decoder ran
+
+
+def test_drop_small_objects_renumbers():
+    labels = np.zeros((10, 10), np.uint32)
+    labels[0, 0] = 5  # 1 px
+    labels[2:6, 2:6] = 9  # 16 px
+    labels[7:10, 7:10] = 3  # 9 px
+    out = segment.drop_small_objects(labels, 9)
+    assert sorted(np.unique(out)) == [0, 1, 2] and out[0, 0] == 0
+    assert (out[2:6, 2:6] == 2).all() and (out[7:10, 7:10] == 1).all()

@@ -65,28 +65,91 @@ def check_box(box, shape: tuple[int, int]) -> np.ndarray:
 
 def segment(model, embeddings: dict, points=None, labels=None, box=None) -> np.ndarray:
     """One mask (H, W) bool from point prompts, a box, or both."""
-    from micro_sam import prompt_based_segmentation as pbs
-
     shape = _image_shape(embeddings)
     has_points = points is not None and len(points) > 0
     if not has_points and box is None:
         raise PromptError("No prompts: click on the object or draw a box around it.")
-    predictor = model.predictor
     if box is not None:
         box = check_box(box, shape)
     if has_points:
         points, labels = check_points(points, labels, shape)
-        if box is not None:
-            mask = pbs.segment_from_box_and_points(
-                predictor, box, points, labels, image_embeddings=embeddings
-            )
-        else:
-            if not (labels == 1).any():
-                raise PromptError("Only negative points: add a positive point on the object.")
-            mask = pbs.segment_from_points(predictor, points, labels, image_embeddings=embeddings)
+        if box is None and not (labels == 1).any():
+            raise PromptError("Only negative points: add a positive point on the object.")
+    else:
+        points = labels = None
+    from .fast_decoder import supports
+
+    if supports(model.sam):
+        return _segment_fast(model, embeddings, shape, points, labels, box)
+    return _segment_micro_sam(model, embeddings, shape, points, labels, box)
+
+
+def _segment_micro_sam(model, embeddings, shape, points, labels, box) -> np.ndarray:
+    """micro-sam's prompt-based segmentation (for decoders the fast path does not support)."""
+    from micro_sam import prompt_based_segmentation as pbs
+
+    predictor = model.predictor
+    if points is not None and box is not None:
+        mask = pbs.segment_from_box_and_points(
+            predictor, box, points, labels, image_embeddings=embeddings
+        )
+    elif points is not None:
+        mask = pbs.segment_from_points(predictor, points, labels, image_embeddings=embeddings)
     else:
         mask = pbs.segment_from_box(predictor, box, image_embeddings=embeddings)
     return np.asarray(mask).reshape(shape).astype(bool)
+
+
+def _route_to_tile(features, shape, points, labels, box):
+    """micro-sam's tile routing: the tile holding the points' mean (or the box centre); prompts
+    move to tile coordinates, points outside that tile (with halo) are dropped."""
+    from micro_sam.prompt_based_segmentation import _box_to_tile, _points_to_tile
+
+    attrs = features.attrs
+    tile_shape, halo = list(attrs["tile_shape"]), list(attrs["halo"])
+    tile_id = tile = None
+    if points is not None:
+        tile_id, tile, (points, labels) = _points_to_tile((points, labels), shape, tile_shape, halo)
+        if len(points) == 0:
+            raise PromptError("The points lie too far apart: click points on one object.")
+    if box is not None:
+        box_tile_id, tile, box = _box_to_tile(box, shape, tile_shape, halo)
+        if tile_id is not None and box_tile_id != tile_id:
+            raise PromptError("The box and the points lie in different image tiles: "
+                              "put the points inside the box.")
+        tile_id = box_tile_id
+    return tile_id, tile, points, labels, box
+
+
+def _segment_fast(model, embeddings, shape, points, labels, box) -> np.ndarray:
+    """The same prompts and rules as micro-sam's segment_from_* (one positive point: best of
+    the multimask outputs), through :class:`fast_decoder.FastDecoder`."""
+    from .fast_decoder import fast_decoder_for
+
+    features = embeddings["features"]
+    tile_id = tile = None
+    if embeddings["input_size"] is None:
+        tile_id, tile, points, labels, box = _route_to_tile(features, shape, points, labels, box)
+        attrs = features[str(tile_id)].attrs
+        input_size, original_size = attrs["input_size"], attrs["original_size"]
+    else:
+        input_size, original_size = embeddings["input_size"], embeddings["original_size"]
+    box_xyxy = None
+    if box is not None:  # micro-sam's _process_box: (x0, y0, x1, y1) clipped, rounded
+        box_xyxy = np.round([max(box[1], 0), max(box[0], 0),
+                             min(box[3], shape[1]), min(box[2], shape[0])]).astype(int)
+    best = box is None and len(points) == 1 and labels[0] == 1
+    masks, _, _ = fast_decoder_for(model.sam).predict(
+        features, input_size, original_size,
+        point_coords_xy=None if points is None else points[:, ::-1],
+        point_labels=labels, box_xyxy=box_xyxy, multimask=best, best_only=best,
+        tile_id=tile_id,
+    )
+    if tile is None:
+        return masks[0].reshape(shape)
+    full = np.zeros(shape, dtype=bool)
+    full[tile.begin[0]:tile.end[0], tile.begin[1]:tile.end[1]] = masks[0]
+    return full
 
 
 def segment_boxes(model, embeddings: dict, boxes) -> list[np.ndarray]:
@@ -119,8 +182,8 @@ def automatic(
     else:
         cls = ins.TiledAutomaticMaskGenerator if tiled else ins.AutomaticMaskGenerator
         generator = cls(model.predictor, points_per_side=points_per_side)
-        generate_kwargs = {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.6,
-                           "min_mask_region_area": min_size}
+        # min_mask_region_area would need OpenCV; small objects are dropped below instead
+        generate_kwargs = {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.6}
     kwargs = {}
     if tiled:
         attrs = embeddings["features"].attrs
@@ -130,7 +193,17 @@ def automatic(
     generator.initialize(rgb, image_embeddings=embeddings, verbose=False, **kwargs)
     if progress:
         progress(1, 2)
-    labels = generator.generate(**generate_kwargs)
+    labels = np.asarray(generator.generate(**generate_kwargs)).astype(np.uint32)
     if progress:
         progress(2, 2)
-    return np.asarray(labels).astype(np.uint32)
+    return drop_small_objects(labels, min_size)
+
+
+def drop_small_objects(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Remove objects smaller than ``min_size`` pixels and renumber the rest 1..N."""
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_size
+    keep[0] = False
+    new_ids = np.zeros(len(sizes), np.uint32)
+    new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+    return new_ids[labels]

@@ -1,0 +1,138 @@
+"""Embedding compute: ours (EmbeddingCache -> encode) vs micro_sam.util.precompute_image_embeddings.
+
+vit_b with random weights (weights do not change the cost) on a 1024 px sample image and on a
+2048 px image tiled like micro-sam (tile 768, halo 128: 9 encoder calls). Variants of ours: the
+precision the Segment path picks here (``auto``; fp32 too when auto differs), bf16 autocast, one
+thread, and channels-last input (encoder only, vs the same without). Each run writes a fresh
+cache, as a first open does. Masks from bf16 vs fp32 embeddings are compared (IoU), which also
+warms both precisions up. Run: ``python benchmarks/embedding_compute.py [--smoke]`` (smoke:
+tiny, 256 px and a 512 px tiled image); the last line is
+``RATIO embedding_compute=<ours (auto) / micro-sam, whole image>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from _timing import interleaved, machine, table
+from napari_raysam.core import segment
+from napari_raysam.core.embeddings import EmbeddingCache, Tiling, resolve_precision
+from napari_raysam.core.images import to_sam_rgb
+from napari_raysam.core.models import LoadedModel, build_standard_sam, load_model
+from napari_raysam.core.sample_data import make_sample
+
+
+def fresh(tmp: Path) -> Path:
+    return Path(tempfile.mkdtemp(dir=tmp))
+
+
+def reference(model, rgb, tmp, tiling: Tiling):
+    from micro_sam.util import precompute_image_embeddings
+
+    predictor = model.predictor  # the attributes micro_sam.util.get_sam_model would set
+    predictor.model_type = predictor.model_name = model.model_type
+    out = fresh(tmp)
+    try:
+        return precompute_image_embeddings(
+            predictor, rgb, save_path=str(out / "e.zarr"), ndim=2, verbose=False,
+            tile_shape=tiling.tile_shape, halo=tiling.halo,
+        )
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def ours(model, rgb, tmp, tiling: Tiling, precision: str, threads: int | None = None):
+    out = fresh(tmp)
+    before = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        return EmbeddingCache(out).get_or_compute(model, rgb, tiling, precision=precision)
+    finally:
+        torch.set_num_threads(before)
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def encoder_only(model, rgb, layout=torch.contiguous_format):
+    """The encoder alone (no resize, no cache write) on an input tensor in ``layout``."""
+    resized = model.predictor.transform.apply_image(rgb)
+    x = torch.as_tensor(resized).permute(2, 0, 1)[None].float()
+    with torch.inference_mode():
+        x = model.sam.preprocess(x).contiguous(memory_format=layout)
+        return model.sam.image_encoder(x)
+
+
+def bf16_mask_iou(model, rgb, tmp) -> float:
+    """IoU of a point-prompt mask from bf16 vs fp32 embeddings of the same image."""
+    masks = []
+    for precision in ("fp32", "bf16"):
+        emb = EmbeddingCache(fresh(tmp)).get_or_compute(model, rgb, Tiling(), precision=precision)
+        h, w = emb["original_size"]
+        masks.append(segment.segment(model, emb, [[h * 0.45, w * 0.4]], [1]))
+    a, b = masks
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny model, small images")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--tiled-repeats", type=int, default=1)
+    args = parser.parse_args()
+    if args.smoke:
+        model, size, repeats = load_model("tiny", device="cpu"), 256, args.repeats or 5
+    else:
+        torch.manual_seed(0)
+        model = LoadedModel("vit_b", "vit_b", build_standard_sam("vit_b").eval(), "cpu")
+        size, repeats = 1024, args.repeats or 3  # each vit_b encode is 15-60 s here
+    auto = resolve_precision("auto", model.device)
+    tmp = Path(tempfile.mkdtemp(prefix="raysam-bench-"))
+    rows = []
+    try:
+        rgb = to_sam_rgb(make_sample((size, size), seed=0).image)
+        whole = Tiling()
+        iou = bf16_mask_iou(model, rgb, tmp)  # also the warm-up of both precisions
+        variants = {
+            "micro-sam precompute": lambda: reference(model, rgb, tmp, whole),
+            f"ours auto ({auto})": lambda: ours(model, rgb, tmp, whole, "auto"),
+            "ours bf16 autocast": lambda: ours(model, rgb, tmp, whole, "bf16"),
+            "ours fp32, 1 thread": lambda: ours(model, rgb, tmp, whole, "fp32", threads=1),
+            "encoder only, contiguous": lambda: encoder_only(model, rgb),
+            "encoder only, channels-last": lambda: encoder_only(model, rgb, torch.channels_last),
+        }
+        if auto != "fp32":
+            variants["ours fp32"] = lambda: ours(model, rgb, tmp, whole, "fp32")
+        t = interleaved(variants, repeats=repeats, warmup=0)
+        base = t["micro-sam precompute"]
+        for name, sec in t.items():
+            rows.append([f"{size} px", name, sec, sec / base])
+        headline = t[f"ours auto ({auto})"] / base
+
+        big = 2 * size
+        tiling = Tiling((big * 3 // 8, big * 3 // 8), (big // 16, big // 16))
+        rgb2 = to_sam_rgb(make_sample((big, big), seed=1).image)
+        tiled = {
+            "micro-sam precompute (tiled)": lambda: reference(model, rgb2, tmp, tiling),
+            f"ours auto ({auto}) (tiled)": lambda: ours(model, rgb2, tmp, tiling, "auto"),
+        }
+        t2 = interleaved(tiled, repeats=args.tiled_repeats, warmup=0)
+        base2 = t2["micro-sam precompute (tiled)"]
+        for name, sec in t2.items():
+            rows.append([f"{big} px, tiles {tiling.tile_shape[0]}+{tiling.halo[0]}", name, sec,
+                         sec / base2])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"machine: {machine()}; {model.model_type}; whole image: median of {repeats} "
+          f"interleaved repeats; tiled: {args.tiled_repeats}")
+    print(table(["image", "variant", "seconds", "ratio vs micro-sam"], rows))
+    print(f"mask IoU, bf16 vs fp32 embeddings (point prompt): {iou:.4f}")
+    print(f"RATIO embedding_compute={headline:.3f}")
+
+
+if __name__ == "__main__":
+    main()
