@@ -18,3 +18,15 @@ def tiny_model():
     from napari_raysam.core.models import load_model
 
     return load_model("tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """One real ``ray start --head`` on 127.0.0.1 per test module, stopped by its own PID."""
+    from napari_raysam.core.local_head import LocalHead
+
+    head = LocalHead(state_file=tmp_path_factory.mktemp("head") / "head.json", num_cpus=2)
+    try:
+        yield head, head.start()
+    finally:
+        head.stop()

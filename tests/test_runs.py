@@ -90,12 +90,8 @@ def test_run_index_concurrent_updates_and_failed_writes(dirs, monkeypatch):
 # ---- against a real head --------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def head(tmp_path_factory):
-    lh = LocalHead(state_file=tmp_path_factory.mktemp("head") / "head.json", num_cpus=2)
-    try:
-        yield lh, lh.start()
-    finally:
-        lh.stop()
+def head(ray_head):
+    return ray_head
 
 
 @pytest.fixture

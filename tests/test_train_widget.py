@@ -14,13 +14,9 @@ RUN_TIMEOUT = 300_000
 
 
 @pytest.fixture(scope="module")
-def head(tmp_path_factory):
+def head(ray_head):
     """A real head on 127.0.0.1 that the tests treat as a remote cluster (Jobs API over HTTP)."""
-    local = LocalHead(state_file=tmp_path_factory.mktemp("head") / "head.json", num_cpus=2)
-    try:
-        yield local, local.start()
-    finally:
-        local.stop()
+    return ray_head
 
 
 def _train_dock(viewer, head, tmp_path):

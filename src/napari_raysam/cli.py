@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "napari_raysam.cli_models",
     "napari_raysam.cli_dataset",
     "napari_raysam.cli_train",
+    "napari_raysam.cli_demo",
     "napari_raysam.cli_cluster",
 )
 

@@ -61,19 +61,14 @@ def check_dataset(path: str):
 
 
 def check_model_spec(spec: str) -> None:
-    """Cheap check of a model spec before any worker starts (files are read, names looked up)."""
-    from ..models import ModelError, load_checkpoint, registry_names
+    """Check a model spec before any worker starts: built-in models and files are loaded
+    (cheap, with core.models' clear errors); registry names are fetched where training runs."""
+    from ..models import load_model, registry_names
 
     spec = str(spec).strip()
-    if spec == "tiny" or (spec.startswith("tiny:") and spec[5:].isdigit()):
+    if spec in registry_names():
         return
-    path = Path(spec).expanduser()
-    if path.suffix in (".pt", ".pth", ".ckpt") or os.sep in spec or path.exists():
-        load_checkpoint(path, device="cpu")
-        return
-    if spec not in registry_names():
-        raise ModelError(f"Unknown model {spec!r}. Use 'tiny', a checkpoint file, or one of: "
-                         + ", ".join(registry_names()))
+    load_model(spec, device="cpu")
 
 
 def check_storage(storage: Path) -> None:
