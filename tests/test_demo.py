@@ -85,7 +85,11 @@ def test_demo_small_through_the_cli(tmp_path):
     assert all(p.is_file() for p in paths.values()), paths
     report = json.loads(paths["report"].read_text())
     assert report["after"]["val_miou_point"] > report["before"]["val_miou_point"], report
-    assert "tiny_cells.pt" in report["base_model"]
+    assert report["base_model"] == "tiny_cells"  # resolved in the job from the shipped package
+    from napari_raysam.core.run_index import list_registered_models
+
+    (registered,) = list_registered_models()  # fetched through the Jobs API and registered
+    assert Path(registered.path) == paths["checkpoint"]
     ts = json.loads((tmp_path / "demo" / "training-set" / "manifest.json").read_text())
     assert len(ts["samples"]) == DemoOptions.small().images
 

@@ -21,6 +21,8 @@ def add_parser(subparsers) -> None:
                    help="fine-tuning mode (default: full for tiny models, else decoder)")
     p.add_argument("--out", help="output folder (default: a fresh folder in the user cache)")
     p.add_argument("--small", action="store_true", help="tiny sizes (for tests)")
+    p.add_argument("--keep-cluster", action="store_true",
+                   help="leave the local Ray cluster running (stop: napari-raysam cluster stop)")
     p.add_argument("--gui", action="store_true",
                    help="open napari with a sample and the plugin's docks instead")
     p.set_defaults(func=run)
@@ -31,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     given = {k: getattr(args, k) for k in ("images", "epochs", "workers", "model", "mode", "out")
              if getattr(args, k) is not None}
+    given["keep_cluster"] = args.keep_cluster
     opts = DemoOptions.small(**given) if args.small else DemoOptions(**given)
     if args.gui:
         return open_gui(opts)

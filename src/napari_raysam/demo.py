@@ -4,8 +4,8 @@
    textured cells; the shipped ``tiny_cells`` model was trained on round ones).
 2. "Annotate": keep the ground truth of only a few cells per image, as a user would have
    committed them with clicks (sparse labels), and export them as a training set.
-3. Fine-tune the base model on a local Ray cluster (or ``RAY_ADDRESS``) with ``run_training``,
-   the code the ``python -m napari_raysam.train`` job entrypoint runs.
+3. Fine-tune the base model on the embedded local Ray cluster through the Jobs API, exactly as
+   the Train dock does (``core.runs``: submit, follow, fetch into the model store).
 4. Report the held-out (val split) mIoU before -> after and where the outputs are.
 
 ``open_gui`` opens napari with such an image and the plugin's docks, to do the same by hand.
@@ -42,6 +42,7 @@ class DemoOptions:
     correction_rounds: int = 1
     seed: int = 0
     image_size: int = 256
+    keep_cluster: bool = False
 
     def __post_init__(self):
         if self.mode is None:
@@ -91,9 +92,7 @@ def plan_text(opts: DemoOptions) -> str:
         f"  2. 'annotate' {opts.annotated} cells per image (sparse, as if committed by clicks) and"
         " export a training set (about a quarter of the images held out for validation)",
         f"  3. fine-tune {opts.model} ({opts.mode} mode, {opts.epochs} epochs) with "
-        f"{opts.workers} Ray Train worker(s) on "
-        + (f"the Ray cluster at {os.environ['RAY_ADDRESS']}" if os.environ.get("RAY_ADDRESS")
-           else "a local Ray cluster"),
+        f"{opts.workers} Ray Train worker(s) on the embedded local Ray cluster (Jobs API)",
         "  4. compare val mIoU before -> after (point, box, point + corrections)",
         f"About {max(1, round(estimate_minutes(opts)))} min on 2 CPU cores"
         + ("." if opts.model.startswith("tiny") else
@@ -125,56 +124,55 @@ def export_annotations(dest: Path, opts: DemoOptions) -> Path:
     return dest
 
 
-def resolve_model(spec: str) -> str:
-    """The shipped ``tiny_cells`` as its file path (what the training runner accepts)."""
-    from .core.models import TINY_CELLS, shipped_weights
+def train_on_local_cluster(dataset: Path, opts: DemoOptions, say=print):
+    """Submit the fine-tune to the embedded local head (started if needed, stopped again if we
+    started it, unless ``opts.keep_cluster``), follow it, fetch and register the model."""
+    from .core import runs
+    from .core.cluster import ClusterProfile
+    from .core.errors import RaysamError
+    from .core.local_head import LocalHead
+    from .core.run_index import RunIndex
+    from .train import ProgressPrinter
 
-    return str(shipped_weights()) if spec.strip() == TINY_CELLS else spec
-
-
-def _start_ray(workers: int) -> bool:
-    """A local cluster unless RAY_ADDRESS names one or Ray is already up; True if started."""
-    import ray
-
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
-        return False
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers),
-             include_dashboard=False, log_to_driver=False)
-    return True
+    head = LocalHead(num_cpus=max(os.cpu_count() or 1, opts.workers))
+    started = head.status() is None
+    say("[3] starting the local Ray cluster ..." if started else "[3] using the local cluster")
+    head.start()
+    try:
+        profile = ClusterProfile(storage=str(Path(opts.out) / "storage"))
+        options = {"model": opts.model, "mode": opts.mode, "workers": opts.workers,
+                   "epochs": opts.epochs, "lr": opts.lr, "seed": opts.seed,
+                   "correction_rounds": opts.correction_rounds,
+                   "steps_per_epoch": opts.steps_per_epoch}
+        record = runs.submit(profile, dataset, options, head=head)
+        say(f"    submitted run {record.name}; first the base model is evaluated ...")
+        printer = _Indented(ProgressPrinter(), say)
+        for event in runs.follow(record, head=head):
+            if event.get("event") == "status" and event.get("status") == "FAILED":
+                raise RaysamError(f"The demo run failed:\n{event.get('log_tail', '')}")
+            if event.get("event") == "error":
+                raise RaysamError(event["message"])
+            printer(event)
+        return runs.fetch(RunIndex().get(record.name))
+    finally:
+        if started and not opts.keep_cluster:
+            head.stop()
 
 
 def run_demo(opts: DemoOptions, say=print) -> DemoResult:
     """Steps 1-4 (see module docstring); ``say`` receives progress lines."""
-    from .core.training.config import TrainConfig
-    from .core.training.runner import run_training
-    from .train import ProgressPrinter
-
     t0 = time.perf_counter()
     say(plan_text(opts))
     out = Path(opts.out).expanduser().resolve() if opts.out else default_out()
     out.mkdir(parents=True, exist_ok=True)
-    model = resolve_model(opts.model)
+    opts.out = str(out)
     dataset = export_annotations(out / "training-set", opts)
     say(f"[1-2] training set with {opts.images} images: {dataset}")
-    started = _start_ray(opts.workers)
-    say("[3] fine-tuning (first the base model is evaluated on the held-out images) ...")
-    config = TrainConfig(
-        dataset=str(dataset), model=model, mode=opts.mode, workers=opts.workers,
-        epochs=opts.epochs, lr=opts.lr, correction_rounds=opts.correction_rounds,
-        steps_per_epoch=opts.steps_per_epoch, seed=opts.seed, storage=str(out / "runs"),
-    )
-    try:
-        outcome = run_training(config, on_event=_Indented(ProgressPrinter(), say),
-                               log_to_driver=False)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-    result = DemoResult(out, dataset, outcome.checkpoint, outcome.report,
-                        outcome.run_dir / "curves.png", outcome.before, outcome.after,
-                        time.perf_counter() - t0)
-    say(report_text(result, opts))
+    model = train_on_local_cluster(dataset, opts, say)
+    result = DemoResult(out, dataset, Path(model.path), Path(model.report or ""),
+                        Path(model.curves or ""), model.metrics["before"],
+                        model.metrics["after"], time.perf_counter() - t0)
+    say(report_text(result, opts, model.name))
     return result
 
 
@@ -190,7 +188,7 @@ class _Indented:
             self.printer(event)
 
 
-def report_text(r: DemoResult, opts: DemoOptions) -> str:
+def report_text(r: DemoResult, opts: DemoOptions, name: str) -> str:
     rows = [f"  {k.removeprefix('val_miou_'):<10} {r.before[k]:.3f} -> {r.after[k]:.3f}  "
             f"({r.after[k] - r.before[k]:+.3f})" for k in METRICS]
     n = r.after.get("val_objects")
@@ -201,9 +199,8 @@ def report_text(r: DemoResult, opts: DemoOptions) -> str:
         f"checkpoint: {r.checkpoint}",
         f"report:     {r.report}",
         f"curves:     {r.curves}",
-        f"done in {r.seconds / 60:.1f} min. Use the checkpoint as a model spec, e.g. "
-        f"`napari-raysam evaluate {r.dataset} --model {r.checkpoint}`, or pick the file in the "
-        "Segment dock.",
+        f"done in {r.seconds / 60:.1f} min. The model is registered as run:{name}: pick it in "
+        f"the Segment dock, or `napari-raysam evaluate {r.dataset} --model run:{name}`.",
     ])
 
 
