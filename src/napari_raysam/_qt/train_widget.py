@@ -282,9 +282,14 @@ class TrainWidget(QWidget):
                  f"{after.get(key, float('nan')):.2f}"
                  for name, key in (("point", "val_miou_point"), ("box", "val_miou_box"),
                                    ("corrected", "val_miou_corrected"))]
-        self.result.setText(f"Model {model.name}: " + "; ".join(lines)
+        verdict = ""
+        if after.get("val_miou_box", 0) < before.get("val_miou_box", 0):
+            verdict = "\nFine-tuning made the model WORSE on the held-out images; keep the base."
+        self.result.setText(f"Model run:{model.name}: " + "; ".join(lines) + verdict
                             + f"\nCheckpoint: {model.path}")
         self.use_button.setEnabled(True)
+        self.refresh_runs()
+        show_status(self.status, f"Fetched and registered as run:{model.name}.")
 
     def cancel(self):
         if self.record is None:
