@@ -5,6 +5,8 @@ All cluster I/O runs in thread workers; the dock only reads the form and shows e
 
 from __future__ import annotations
 
+import re
+
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -29,6 +31,8 @@ from ..core.run_index import RunIndex
 from ..core.training.config import MODES
 from ._common import StreamThread, run_in_worker, show_status
 from .metrics_plot import MetricsPlot
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def _spin(cls, low, high, value, step=None, decimals=None):
@@ -252,8 +256,8 @@ class TrainWidget(QWidget):
             self.progress_bar.setValue(int(event["epoch"]))
             show_status(self.status, f"Epoch {event['epoch']}/{event.get('epochs')}: val box "
                         f"mIoU {event.get('val_miou_box', 0):.3f}")
-        elif kind == "log":
-            self.log_view.appendPlainText(event.get("line", ""))
+        elif kind == "log":  # Ray colours its log lines: drop the terminal escape codes
+            self.log_view.appendPlainText(ANSI.sub("", event.get("line", "")))
         elif kind == "status":
             state = event.get("status")
             show_status(self.status, f"{self.record.name}: {state} {event.get('message') or ''}",
