@@ -208,3 +208,26 @@ def test_real_training_run_fetch_register_and_reattach(profile, training_set, di
     # the same data is not uploaded twice
     assert runs.submit.__module__ and \
         runs.Storage.open(profile.storage).upload_dataset(training_set.path)[2] == 0
+
+
+@pytest.mark.ray
+def test_local_head_runs_one_job_at_a_time(head):
+    """Runs submitted back to back queue on the embedded head instead of all starting at once
+    (20 concurrent drivers exhausted memory on a 2-core laptop in benchmarks/load.py)."""
+    from napari_raysam.core.local_head import RUN_SLOT
+    from napari_raysam.core.training.config import fresh_run_name
+
+    client = make_client(head[1].address)
+    names = [fresh_run_name("slot") for _ in range(2)]
+    for name in names:
+        client.submit_job(entrypoint=shlex.join([sys.executable, "-c",
+                                                 "import time; time.sleep(20)"]),
+                          submission_id=name, entrypoint_resources={RUN_SLOT: 1})
+    deadline = time.monotonic() + 30
+    while str(client.get_job_status(names[0]).value) != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    time.sleep(2)
+    assert str(client.get_job_status(names[1]).value) == "PENDING"
+    for name in names:
+        client.stop_job(name)

@@ -120,6 +120,10 @@ class SegmentWidget(QWidget):
             raise RaysamError("No image layer: open an image (or File > Open Sample) first.")
         if self.viewer.dims.ndisplay != 2:
             raise RaysamError("Segmenting works in the 2D view: switch the viewer to 2D.")
+        order = tuple(self.viewer.dims.order)
+        if order[-2:] != (len(order) - 2, len(order) - 1):  # transposed: not a Y, X plane
+            raise RaysamError("The viewer shows other axes than the image's last two (Y, X); "
+                              "reset the axis order (Transpose/Roll buttons) to segment.")
         channel_axis = layer.metadata.get("raysam_channel_axis")
         ndim = layer.ndim  # the layer's slider + displayed axes (an RGB axis not counted)
         if channel_axis is not None and not 0 <= channel_axis < ndim - 2:

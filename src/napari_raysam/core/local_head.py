@@ -8,6 +8,7 @@ if any, reaches the child through its environment only; the state file never hol
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets
@@ -51,6 +52,11 @@ def free_ports(n: int, span: int = 0) -> tuple[list[int], int]:
         if all(_port_free(p) for p in range(base, base + span)):
             return ports, base
     return ports, 0
+
+
+#: One run at a time on the embedded head: each job asks for this resource, so runs submitted
+#: back to back wait as PENDING instead of starting together and exhausting a laptop's memory.
+RUN_SLOT = "napari_raysam_run_slot"
 
 
 @dataclass
@@ -156,7 +162,7 @@ class LocalHead:
                "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
                "--include-dashboard", "true", "--num-cpus", str(cpus), "--temp-dir", temp_dir,
                "--min-worker-port", str(wbase), "--max-worker-port", str(wbase + 63),
-               "--disable-usage-stats"]
+               "--resources", json.dumps({RUN_SLOT: 1}), "--disable-usage-stats"]
         for name, port in named.items():
             cmd += [f"--{name.replace('_', '-')}", str(port)]
         env = {k: v for k, v in os.environ.items()

@@ -28,7 +28,7 @@ from pathlib import Path
 from .cluster import ClusterError, ClusterProfile, ProfileStore, make_client, resolve_address
 from .errors import RaysamError
 from .job_logs import LogStream
-from .local_head import LocalHead
+from .local_head import RUN_SLOT, LocalHead
 from .paths import safe_name
 from .run_index import (
     TERMINAL,
@@ -124,6 +124,7 @@ def submit(profile: ClusterProfile, dataset: str | Path, options: dict | None = 
         client.submit_job(entrypoint=entry, submission_id=name,
                           runtime_env={"py_modules": [_package_dir()],
                                        "env_vars": {"PYTHONUNBUFFERED": "1"}},
+                          entrypoint_resources={RUN_SLOT: 1} if profile.is_local else None,
                           metadata={"napari_raysam_run": name, "dataset_hash": content_hash})
     except Exception as exc:  # noqa: BLE001 - recorded, then reported
         index.update(name, state="FAILED", message=f"submission failed: {type(exc).__name__}")

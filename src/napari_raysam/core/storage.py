@@ -221,6 +221,10 @@ class Storage:
                 raise StorageError(f"The download of {path} was damaged (sha256 mismatch); "
                                    "fetch the run again.")
             os.replace(tmp, dest)
+        except OSError as exc:  # the connection or the disk failed mid-way
+            raise StorageError(f"The download of {path} was interrupted ({exc}); nothing was "
+                               "kept. Check the connection or free disk space and fetch the run "
+                               "again.") from exc
         finally:
             tmp.unlink(missing_ok=True)
         return remote_sha

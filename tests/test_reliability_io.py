@@ -1,0 +1,259 @@
+"""Bad-input matrix rows for the Export and Train docks and the CLI (no Ray cluster needed).
+
+See docs/reliability.md for the full matrix; rows covered elsewhere are referenced there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_raysam.core.sample_data import make_sample
+
+ODD = "my set ü 細胞"  # a folder name with spaces and non-ASCII characters
+
+
+def is_error(widget) -> bool:
+    return "e05050" in widget.status.styleSheet()
+
+
+def napari_alive(viewer) -> None:
+    layer = viewer.add_points(np.zeros((1, 2)), name="alive probe")
+    viewer.layers.remove(layer)
+
+
+def files_under(*dirs: Path) -> list[Path]:
+    return [p for d in dirs if d.exists() for p in d.rglob("*")]
+
+
+# --- Export dock ---------------------------------------------------------------------------
+
+def _export_case(case: str):
+    s = make_sample((64, 64), seed=3)
+    image, labels = s.image.astype(np.float32), s.labels.astype(np.int32)
+    match case:
+        case "negative-labels":
+            labels[labels == 1] = -1
+            return image, labels, ["negative", "0 for background"]
+        case "ids-beyond-uint32":
+            big = np.where(labels > 0, labels.astype(np.int64) + 2**33, 0)
+            return image, big, ["does not fit in uint32", "relabel"]
+        case "nan-image":
+            image[5, 5] = np.nan
+            return image, labels, ["NaN", "nan_to_num"]
+        case "constant-image":
+            return np.full_like(image, 3), labels, ["constant", "with content"]
+        case "5d-ome-stack":
+            return np.stack([np.stack([np.stack([image] * 2)] * 2)] * 2), \
+                np.stack([np.stack([labels] * 2)] * 2), ["stack of 2D planes", "channel_axis"]
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["negative-labels", "ids-beyond-uint32", "nan-image",
+                                  "constant-image", "5d-ome-stack"])
+def test_export_dock_refuses_before_writing(make_napari_viewer, tmp_path, case):
+    from napari_raysam._qt.export_widget import ExportWidget
+
+    viewer = make_napari_viewer()
+    image, labels, expected = _export_case(case)
+    meta = {"raysam_channel_axis": 2} if case == "5d-ome-stack" else {}
+    viewer.add_image(image, name="img", metadata=meta)
+    viewer.add_labels(labels, name="img objects")
+    widget = ExportWidget(viewer)
+    dest = tmp_path / "out" / "set"
+    widget.dest_edit.setText(str(dest))
+    assert widget.selected_pairs() == [("img", "img objects")]
+    assert widget.export() is None and widget.worker is None  # refused before any worker
+    text = widget.status.text()
+    assert is_error(widget) and all(k in text for k in expected), text
+    assert files_under(tmp_path / "out") == []  # nothing written, no temp folder either
+    napari_alive(viewer)
+
+
+def test_odd_path_export_validate_info_and_runner_checks(qtbot, make_napari_viewer, tmp_path,
+                                                          monkeypatch, capsys):
+    """Spaces + non-ASCII: Export dock -> `dataset validate`/`info` -> training checks."""
+    from napari_raysam import cli
+    from napari_raysam._qt.export_widget import ExportWidget
+    from napari_raysam.core.training import runner
+    from napari_raysam.core.training.config import TrainConfig
+
+    viewer = make_napari_viewer()
+    for seed in (1, 2):
+        s = make_sample((64, 64), seed=seed)
+        viewer.add_image(s.image, name=f"zelle {seed} é")
+        viewer.add_labels(s.labels, name=f"zelle {seed} é objects")
+    widget = ExportWidget(viewer)
+    dest = tmp_path / ODD / "train set é"
+    widget.dest_edit.setText(str(dest))
+    assert widget.export() is not None, widget.status.text()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert widget.last_export_path == str(dest), widget.status.text()
+    assert cli.main(["dataset", "validate", str(dest)]) == 0
+    assert cli.main(["dataset", "info", str(dest)]) == 0
+    assert "2 sample" in capsys.readouterr().out
+
+    class Checked(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Checked  # every check before Ray passed on this path
+
+    monkeypatch.setattr(runner, "ensure_ray", stop)
+    with pytest.raises(Checked):
+        runner.run_training(TrainConfig(dataset=str(dest), storage=str(tmp_path / ODD / "runs")))
+
+
+def test_cli_create_refuses_float_labels(tmp_path, capsys):
+    from napari_raysam import cli
+
+    s = make_sample((48, 48), seed=5)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", s.image)
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", s.labels.astype(np.float32) + 0.5)
+    out = tmp_path / "set"
+    code = cli.main(["dataset", "create", "--images", str(tmp_path / "images"),
+                     "--labels", str(tmp_path / "labels"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "non-integer" in err and "integer ids" in err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "raysam-tmp" in p.name]
+
+
+# --- Train dock: cluster entry -------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def web_server():
+    """A reachable HTTP server that is not a Ray dashboard."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                             "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+SECRET = "tok en-with-space\n"
+TRAIN_CASES = {  # case: (address, token env value, storage, expected keywords)
+    "scheme-typo": ("htp://head:8265", None, "/tmp/st", ["scheme 'htp'", "http://head-host"]),
+    "port-without-host": (":8265", None, "/tmp/st", ["port but no host", "http://head-host"]),
+    "ipv6-literal-unreachable": (f"http://[::1]:{_free_port()}", None, "STORE",
+                                 ["Cannot reach", "http://[::1]", "port"]),
+    "not-a-ray-dashboard": ("WEB", None, "STORE", ["not a Ray dashboard", "8265"]),
+    "unknown-storage-scheme": ("WEB", None, "ftp://host/x", ["scheme 'ftp'", "s3://"]),
+    "storage-scheme-without-slashes": ("WEB", None, "s3:bucket/x", ["without '//'"]),
+    "token-with-whitespace": ("WEB", SECRET, "STORE", ["whitespace", "tr -d"]),
+    "token-pasted-as-env-name": ("WEB", "PASTE", "STORE", ["not an environment variable name"]),
+    "token-env-unset": ("WEB", "UNSET", "STORE", ["is not set", "set it"]),
+    "remote-without-storage": ("WEB", None, "", ["needs a storage URI"]),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_train_dock_cluster_inputs(qtbot, make_napari_viewer, tmp_path, monkeypatch, web_server,
+                                   case):
+    from napari_raysam._qt.train_widget import TrainWidget
+
+    address, token, storage, expected = TRAIN_CASES[case]
+    store = tmp_path / "store"
+    viewer = make_napari_viewer()
+    dock = TrainWidget(viewer)
+    dock.profile_combo.addItem("lab")
+    dock.profile_combo.setCurrentText("lab")
+    dock.address_edit.setText(web_server if address == "WEB" else address)
+    dock.storage_edit.setText(str(store) if storage == "STORE" else storage)
+    if token == "PASTE":
+        dock.token_env_edit.setText("abc.def-123")
+    elif token == "UNSET":
+        monkeypatch.delenv("RS_UNSET_TOKEN", raising=False)
+        dock.token_env_edit.setText("RS_UNSET_TOKEN")
+    elif token is not None:
+        monkeypatch.setenv("RS_TEST_TOKEN", token)
+        dock.token_env_edit.setText("RS_TEST_TOKEN")
+    t = time.monotonic()
+    worker = dock.connect()
+    if worker is not None:  # the form was valid: the probe fails in a worker
+        qtbot.waitUntil(lambda: is_error(dock), timeout=15_000)
+    text = dock.status.text()
+    assert is_error(dock) and all(k in text for k in expected), text
+    assert time.monotonic() - t < 10
+    assert "tok en" not in text and "Not connected" in dock.summary.text()
+    assert dock.start() is None or is_error(dock)  # Start refuses the same way
+    config, data = (Path(os.environ[f"NAPARI_RAYSAM_{k}"]) for k in ("CONFIG", "DATA"))
+    assert files_under(config, data, store) == []  # no profile, run index or upload written
+    napari_alive(viewer)
+
+
+def test_train_dock_start_without_training_set(make_napari_viewer):
+    from napari_raysam._qt.train_widget import TrainWidget
+
+    viewer = make_napari_viewer()
+    dock = TrainWidget(viewer)
+    assert dock.start() is None
+    assert is_error(dock) and "Choose a training set folder" in dock.status.text()
+    napari_alive(viewer)
+
+
+# --- CLI: the same cluster inputs ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    from napari_raysam.core.dataset import SampleInput, write_dataset
+
+    root = tmp_path_factory.mktemp("cli") / ODD
+    samples = [make_sample((48, 48), seed=s) for s in (1, 2)]
+    return write_dataset(root / "set", [SampleInput(s.image, s.labels, f"s{i}")
+                                        for i, s in enumerate(samples)]).path
+
+
+@pytest.mark.parametrize("case", ["scheme-typo", "port-without-host", "not-a-ray-dashboard",
+                                  "unknown-storage-scheme", "token-with-whitespace"])
+def test_cli_submit_cluster_inputs(small_set, web_server, tmp_path, monkeypatch, capsys, case):
+    from napari_raysam import cli
+
+    address, token, storage, expected = TRAIN_CASES[case]
+    argv = ["submit", str(small_set), "--address", web_server if address == "WEB" else address,
+            "--storage", str(tmp_path / "store") if storage == "STORE" else storage]
+    if token:
+        monkeypatch.setenv("RS_TEST_TOKEN", token)
+        argv += ["--token-env", "RS_TEST_TOKEN"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and all(k in err for k in expected), err
+    assert "Traceback" not in err and "tok en" not in err
+    config, data = (Path(os.environ[f"NAPARI_RAYSAM_{k}"]) for k in ("CONFIG", "DATA"))
+    assert files_under(config, data, tmp_path / "store") == []
+
+
+def test_cli_cluster_start_refuses_whitespace_token(monkeypatch, capsys):
+    from napari_raysam import cli
+
+    monkeypatch.setenv("RS_TEST_TOKEN", SECRET)
+    assert cli.main(["cluster", "start", "--token-env", "RS_TEST_TOKEN"]) == 2
+    err = capsys.readouterr().err
+    assert "whitespace" in err and "tok en" not in err
+    config = Path(os.environ["NAPARI_RAYSAM_CONFIG"])
+    assert not list(config.rglob("*.json")) if config.exists() else True  # no head recorded
