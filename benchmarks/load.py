@@ -104,7 +104,7 @@ def back_to_back_runs(root: Path, n_runs: int) -> None:
                                       for s in (1, 2)])
     head = LocalHead(state_file=root / "h.json", num_cpus=2)
     t = time.perf_counter()
-    state = head.start()
+    head.start()
     row("runs", "LocalHead start", time.perf_counter() - t, "s")
     try:
         profile = ClusterProfile(storage=str(root / "run storage"))  # the embedded local head
