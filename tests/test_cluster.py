@@ -3,17 +3,14 @@ head started through LocalHead, a plain HTTP server that is not Ray, and a close
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from napari_raysam.core.cluster import (
     ClusterError,
     ClusterProfile,
@@ -95,40 +92,16 @@ def test_profile_validation_messages(dirs, monkeypatch):
     assert ClusterProfile().storage_uri() == str(dirs["cache"] / "runs")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_address_fails_fast():
     t = time.monotonic()
     with pytest.raises(ClusterError, match="Cannot reach"):
-        probe(f"http://127.0.0.1:{_free_port()}", {}, timeout=2)
+        probe(f"http://127.0.0.1:{free_port()}", {}, timeout=2)
     assert time.monotonic() - t < 3
 
 
-@pytest.fixture
-def http_server():
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
-                             "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def test_a_web_server_that_is_not_ray(http_server):
+def test_a_web_server_that_is_not_ray(web_server):
     with pytest.raises(ClusterError, match="not a Ray dashboard"):
-        probe(http_server, {}, timeout=3)
+        probe(web_server, {}, timeout=3)
 
 
 TOKEN = "rstest" + secrets.token_hex(16)

@@ -6,10 +6,6 @@ See docs/reliability.md for the full matrix; rows covered elsewhere are referenc
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from conftest import free_port
 from napari_raysam.core.sample_data import make_sample
 
 ODD = "my set ü 細胞"  # a folder name with spaces and non-ASCII characters
@@ -131,36 +128,13 @@ def test_cli_create_refuses_float_labels(tmp_path, capsys):
 
 # --- Train dock: cluster entry -------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def web_server():
-    """A reachable HTTP server that is not a Ray dashboard."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
-                             "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 SECRET = "tok en-with-space\n"
 TRAIN_CASES = {  # case: (address, token env value, storage, expected keywords)
     "scheme-typo": ("htp://head:8265", None, "/tmp/st", ["scheme 'htp'", "http://head-host"]),
     "port-without-host": (":8265", None, "/tmp/st", ["port but no host", "http://head-host"]),
-    "ipv6-literal-unreachable": (f"http://[::1]:{_free_port()}", None, "STORE",
+    "ipv6-literal-unreachable": (f"http://[::1]:{free_port()}", None, "STORE",
                                  ["Cannot reach", "http://[::1]", "port"]),
     "not-a-ray-dashboard": ("WEB", None, "STORE", ["not a Ray dashboard", "8265"]),
     "unknown-storage-scheme": ("WEB", None, "ftp://host/x", ["scheme 'ftp'", "s3://"]),
