@@ -76,13 +76,13 @@ def test_annotate_export_train_use_and_segment_again(qtbot, make_napari_viewer, 
     dock.epochs.setValue(2)
     dock.workers_spin.setValue(2)
     dock.lr.setValue(3e-3)
+    dock.auto_use.setChecked(True)  # the checkpoint becomes the Segment dock's model at once
     assert dock.start() is not None
     qtbot.waitUntil(lambda: dock.model is not None or "FAILED" in dock.status.text(),
                     timeout=RUN_TIMEOUT)
     assert dock.model is not None, dock.status.text() + dock.log_view.toPlainText()[-2000:]
     assert sorted(dock.plot.epochs) == [1, 2]  # both epochs arrived as events
     assert "box mIoU" in dock.result.text() and dock.progress_bar.value() == 2
-    assert dock.use_in_segment()
     qtbot.waitUntil(lambda: not segment.busy, timeout=60_000)
     assert segment.model.spec == f"run:{dock.model.name}" and segment.embeddings is not None
     before = int(viewer.layers["cells objects"].data.max())

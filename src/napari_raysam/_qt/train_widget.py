@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -106,6 +107,7 @@ class TrainWidget(QWidget):
         self.result.setWordWrap(True)
         self.use_button = QPushButton("Use in Segment")
         self.use_button.setEnabled(False)
+        self.auto_use = QCheckBox("Use in Segment when done")
 
         cluster = QFormLayout()
         cluster.addRow("Profile", self.profile_combo)
@@ -136,7 +138,7 @@ class TrainWidget(QWidget):
         layout.addLayout(form)
         layout.addLayout(run_row)
         for widget in (self.progress_bar, self.status, self.plot, self.result, self.use_button,
-                       self.log_box):
+                       self.auto_use, self.log_box):
             layout.addWidget(widget)
 
         self.profile_combo.currentTextChanged.connect(self._show_profile)
@@ -294,6 +296,8 @@ class TrainWidget(QWidget):
         self.use_button.setEnabled(True)
         self.refresh_runs()
         show_status(self.status, f"Fetched and registered as run:{model.name}.")
+        if self.auto_use.isChecked():
+            self.use_in_segment()
 
     def cancel(self):
         if self.record is None:
