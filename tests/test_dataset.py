@@ -1,4 +1,4 @@
-"""Training-set format: write, append, atomicity, bad input, read, validate, folder import."""
+"""Training-set format: write, append, atomicity, bad input, read, validate."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import tifffile
 
+from dataset_helpers import cells, inputs, tree
 from napari_raysam.core import dataset_write
 from napari_raysam.core.dataset import (
     SCHEMA_VERSION,
     DatasetError,
     SampleInput,
-    create_from_folders,
     open_dataset,
-    pair_files,
     plan_write,
     planes_to_inputs,
     validate_dataset,
@@ -25,33 +24,6 @@ from napari_raysam.core.dataset import (
 )
 from napari_raysam.core.errors import RaysamError
 from napari_raysam.core.images import ImagePolicy, to_sam_rgb
-from napari_raysam.napari_entry import get_training_set_reader
-
-
-def cells(seed: int, shape=(40, 48), n=3, channels: int | None = None, ids=None):
-    """A few bright discs on a noisy background and their instance labels."""
-    rng = np.random.default_rng(seed)
-    image = rng.normal(100, 10, shape).astype(np.float32)
-    labels = np.zeros(shape, np.int64)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    for k in range(n):
-        cy, cx = rng.integers(6, shape[0] - 6), rng.integers(6, shape[1] - 6)
-        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 25
-        labels[disc] = ids[k] if ids else 3 * k + 2  # non-consecutive ids
-        image[disc] += 80
-    if channels:
-        image = np.stack([image * (c + 1) for c in range(channels)]).astype(np.uint16)
-    return image, labels
-
-
-def inputs(n: int, start: int = 0, **kw) -> list[SampleInput]:
-    return [SampleInput(*cells(start + i, **kw), source=f"layer {start + i}") for i in range(n)]
-
-
-def tree(path) -> dict:
-    """Every file under path with its bytes, for "nothing changed" checks."""
-    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
-
 
 # --- writing and reading -------------------------------------------------------------------
 
@@ -375,73 +347,3 @@ def test_newer_schema_and_broken_manifest(tmp_path):
         open_dataset(dest)
     report = validate_dataset(tmp_path / "missing")
     assert not report.ok and "not a valid training set" in report.summary
-
-
-# --- import from folders ---------------------------------------------------------------------
-
-
-def _save(folder, name, array):
-    folder.mkdir(exist_ok=True)
-    tifffile.imwrite(folder / name, array)
-
-
-def test_create_from_folders(tmp_path):
-    imgs, labs = tmp_path / "images", tmp_path / "labels"
-    for i in range(3):
-        img, lab = cells(i)
-        _save(imgs, f"img{i}.tif", img)
-        _save(labs, f"img{i}.tif" if i else f"img{i}_masks.tif", lab.astype(np.uint16))
-    a, la = cells(5)
-    _save(imgs, "stack.tif", np.stack([a, a + 1]))
-    _save(labs, "stack_seg.tif", np.stack([la, la * 0]))
-    hpa, hpa_lab = cells(6, channels=4)
-    _save(imgs, "hpa.tif", hpa)
-    _save(labs, "hpa.tif", hpa_lab)
-    ts = create_from_folders(imgs, labs, tmp_path / "set", seed=1)
-    by_source = {os.path.basename(r.source): r for r in ts.samples}
-    assert len(ts) == 5 and by_source["stack.tif"].plane == 0
-    assert by_source["hpa.tif"].channel_axis == 0
-    assert len(create_from_folders(imgs, labs, tmp_path / "some", pattern="img*")) == 3
-
-
-def test_pairing_cellpose_same_folder_and_unpaired(tmp_path):
-    both = tmp_path / "both"
-    for i in range(2):
-        img, lab = cells(i)
-        _save(both, f"c{i}.tif", img)
-        _save(both, f"c{i}_cp_masks.tif", lab.astype(np.uint16))
-    assert [(a.name, b.name) for a, b in pair_files(both, both)] == [
-        ("c0.tif", "c0_cp_masks.tif"), ("c1.tif", "c1_cp_masks.tif")]
-    _save(both, "lonely.tif", cells(3)[0])
-    _save(both, "ghost_masks.tif", cells(3)[1].astype(np.uint16))
-    with pytest.raises(DatasetError) as info:
-        pair_files(both, both)
-    assert "lonely.tif" in str(info.value) and "ghost_masks.tif" in str(info.value)
-    with pytest.raises(DatasetError, match="No TIFF images"):
-        pair_files(both, both, pattern="*.png")
-
-
-# --- napari reader -----------------------------------------------------------------------------
-
-
-def test_training_set_reader(tmp_path):
-    hpa, hpa_lab = cells(2, channels=4)
-    dest = tmp_path / "set"
-    write_dataset(dest, [*inputs(2), SampleInput(np.moveaxis(hpa, 0, -1), hpa_lab, "hpa",
-                                                  channel_axis=2, channel_names=list("abcd"))])
-    reader = get_training_set_reader(str(dest))
-    assert callable(reader)
-    layers = reader(str(dest))
-    assert [(kw["name"], kind) for _, kw, kind in layers][:2] == [
-        ("s00000", "image"), ("s00000 labels", "labels")]
-    data, kw, _ = layers[4]
-    assert data.shape == (4, 40, 48) and kw["rgb"] is False
-    assert kw["metadata"]["raysam_channel_axis"] == 0
-    assert kw["metadata"]["channel_names"] == list("abcd")
-    assert layers[5][0].shape == (40, 48)
-    assert get_training_set_reader([str(dest)]) is not None
-    (tmp_path / "plain").mkdir()
-    (tmp_path / "plain" / "manifest.json").write_text('{"something": "else"}')
-    assert get_training_set_reader(str(tmp_path / "plain")) is None
-    assert get_training_set_reader(str(tmp_path)) is None
-    assert get_training_set_reader(str(dest / "manifest.json")) is None

@@ -2,8 +2,9 @@
 
 It runs in its own session (process group) so closing napari does not end it, and its PID,
 ports and temp dir are recorded in a state file under the config dir. ``stop()`` ends that
-process group and the processes it started, nothing else (never ``ray stop``). The auth token,
-if any, reaches the child through its environment only; the state file never holds it.
+process group and the processes it started, nothing else (no machine-wide Ray shutdown). The
+auth token, if any, reaches the child through its environment only; the state file never
+holds it.
 """
 
 from __future__ import annotations
