@@ -55,3 +55,16 @@ def machine() -> str:
         pass
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()})")
+
+
+def bench_model(smoke: bool):
+    """The model a benchmark times: the tiny SAM (256 px) for --smoke, else a random vit_b
+    (1024 px; weights do not change the cost). Returns (model, image size)."""
+    import torch
+
+    from napari_raysam.core.models import LoadedModel, build_standard_sam, load_model
+
+    if smoke:
+        return load_model("tiny", device="cpu"), 256
+    torch.manual_seed(0)
+    return LoadedModel("vit_b", "vit_b", build_standard_sam("vit_b").eval(), "cpu"), 1024

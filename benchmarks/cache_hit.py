@@ -14,12 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from _timing import machine, table
+from _timing import bench_model, machine, table
 from napari_raysam.core.embeddings import EmbeddingCache
 from napari_raysam.core.images import to_sam_rgb
-from napari_raysam.core.models import LoadedModel, build_standard_sam, load_model
 from napari_raysam.core.sample_data import make_sample
 
 
@@ -28,12 +25,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny model at 256 px")
     parser.add_argument("--repeats", type=int, default=None, help="misses to time")
     args = parser.parse_args()
-    if args.smoke:
-        model, size, misses = load_model("tiny", device="cpu"), 256, args.repeats or 5
-    else:
-        torch.manual_seed(0)
-        model = LoadedModel("vit_b", "vit_b", build_standard_sam("vit_b").eval(), "cpu")
-        size, misses = 1024, args.repeats or 2
+    model, size = bench_model(args.smoke)
+    misses = args.repeats or (5 if args.smoke else 2)
     rgb = to_sam_rgb(make_sample((size, size), seed=0).image)
     tmp = Path(tempfile.mkdtemp(prefix="raysam-bench-"))
     miss_t, hit_t = [], []

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import torch
 
-from _timing import interleaved, machine, table
+from _timing import bench_model, interleaved, machine, table
 from napari_raysam.core import segment
 from napari_raysam.core.embeddings import EmbeddingCache, Tiling, resolve_precision
 from napari_raysam.core.images import to_sam_rgb
-from napari_raysam.core.models import LoadedModel, build_standard_sam, load_model
 from napari_raysam.core.sample_data import make_sample
 
 
@@ -84,12 +83,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--tiled-repeats", type=int, default=1)
     args = parser.parse_args()
-    if args.smoke:
-        model, size, repeats = load_model("tiny", device="cpu"), 256, args.repeats or 5
-    else:
-        torch.manual_seed(0)
-        model = LoadedModel("vit_b", "vit_b", build_standard_sam("vit_b").eval(), "cpu")
-        size, repeats = 1024, args.repeats or 3  # each vit_b encode is 15-60 s here
+    model, size = bench_model(args.smoke)
+    repeats = args.repeats or (5 if args.smoke else 3)  # each vit_b encode is 15-60 s here
     auto = resolve_precision("auto", model.device)
     tmp = Path(tempfile.mkdtemp(prefix="raysam-bench-"))
     rows = []

@@ -68,12 +68,9 @@ class DemoResult:
 
 def default_out() -> Path:
     """A fresh folder under the user cache (``NAPARI_RAYSAM_CACHE`` overrides)."""
-    root = os.environ.get("NAPARI_RAYSAM_CACHE")
-    if not root:
-        from platformdirs import user_cache_dir
+    from .core.paths import cache_dir
 
-        root = user_cache_dir("napari-raysam")
-    return Path(root) / "demo" / time.strftime("demo-%Y%m%d-%H%M%S")
+    return cache_dir() / "demo" / time.strftime("demo-%Y%m%d-%H%M%S")
 
 
 def estimate_minutes(opts: DemoOptions) -> float:

@@ -37,9 +37,10 @@ class RunOutcome:
 
 
 def default_storage() -> Path:
-    import platformdirs
+    """``<user cache>/runs`` (``NAPARI_RAYSAM_CACHE`` overrides), as for the local profile."""
+    from ..paths import cache_dir
 
-    return Path(platformdirs.user_cache_dir("napari-raysam")) / "runs"
+    return cache_dir() / "runs"
 
 
 def check_dataset(path: str):
