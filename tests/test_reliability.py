@@ -126,7 +126,8 @@ def test_segment_dock_image_inputs(qtbot, make_napari_viewer, tmp_path, case):
     assert widget.commit() == [1], widget.status.text()
     objects = viewer.layers["img objects"].data
     channel_axis = layer.metadata.get("raysam_channel_axis")
-    spatial = [s for i, s in enumerate(layer.data.shape) if i != channel_axis]
+    spatial = [1 if i == channel_axis else s for i, s in enumerate(layer.data.shape)
+               if i != channel_axis or channel_axis > 0]  # a later C axis stays, length 1
     assert list(objects.shape) == (spatial[:-1] if layer.rgb else spatial)
     assert np.count_nonzero(np.unique(objects)) == 1
     napari_alive(viewer)
@@ -239,11 +240,9 @@ def test_napari_itself_refuses_float_labels_and_empty_images(make_napari_viewer)
     napari_alive(viewer)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: the '<image> objects' layer drops the channel "
-                   "axis, so napari aligns it to the wrong viewer axes when C is not the first "
-                   "axis (Z,C,Y,X or T,Z,C,Y,X); commits land in the right data plane but show "
-                   "on another one. See docs/reliability.md.")
 def test_objects_of_a_zcyx_image_show_on_the_viewed_plane(qtbot, make_napari_viewer, tmp_path):
+    """Gap G1 (fixed): the objects layer keeps C with length 1, so it aligns with the image."""
+    from napari_raysam._qt.export_widget import ExportWidget
     from napari_raysam._qt.segment_widget import SegmentWidget
 
     viewer = make_napari_viewer()
@@ -258,5 +257,23 @@ def test_objects_of_a_zcyx_image_show_on_the_viewed_plane(qtbot, make_napari_vie
     widget.prompts.add_point(32, 32)
     assert widget.commit() == [1]
     objects = viewer.layers["img objects"]
-    assert objects.data[2].any()  # the data is right ...
-    assert objects._slice.image.raw.any()  # ... but napari shows another plane
+    assert objects.data.shape == (3, 1, 64, 64)  # C kept with length 1: axes align with img
+    assert objects.data[2].any() and not objects.data[:2].any()  # the data is right ...
+    assert objects._slice.image.raw.any()  # ... and napari shows it on the viewed plane
+    viewer.dims.set_current_step(1, 1)  # the other channel: the objects still show
+    assert objects._slice.image.raw.any()
+    viewer.dims.set_current_step(0, 1)  # another Z plane: they do not
+    assert not objects._slice.image.raw.any()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)  # it embeds the new plane
+
+    export = ExportWidget(viewer)  # the objects layer exports as Z planes of the image
+    assert export.selected_pairs() == [("img", "img objects")]
+    export.dest_edit.setText(str(tmp_path / "set"))
+    plan = export.preview()
+    assert plan is not None, export.status.text()
+    assert [p.input.plane for p in plan.samples] == [2] and plan.n_objects == 1
+    assert plan.samples[0].image.shape == (2, 64, 64) and plan.samples[0].channel_axis == 0
+    np.testing.assert_array_equal(plan.samples[0].labels > 0, objects.data[2, 0] > 0)
+
+    objects.undo()  # the commit is undoable
+    assert not objects.data.any()

@@ -49,21 +49,17 @@ def _export_case(case: str):
             return image, labels, ["NaN", "nan_to_num"]
         case "constant-image":
             return np.full_like(image, 3), labels, ["constant", "with content"]
-        case "5d-ome-stack":
-            return np.stack([np.stack([np.stack([image] * 2)] * 2)] * 2), \
-                np.stack([np.stack([labels] * 2)] * 2), ["stack of 2D planes", "channel_axis"]
     raise AssertionError(case)
 
 
 @pytest.mark.parametrize("case", ["negative-labels", "ids-beyond-uint32", "nan-image",
-                                  "constant-image", "5d-ome-stack"])
+                                  "constant-image"])
 def test_export_dock_refuses_before_writing(make_napari_viewer, tmp_path, case):
     from napari_raysam._qt.export_widget import ExportWidget
 
     viewer = make_napari_viewer()
     image, labels, expected = _export_case(case)
-    meta = {"raysam_channel_axis": 2} if case == "5d-ome-stack" else {}
-    viewer.add_image(image, name="img", metadata=meta)
+    viewer.add_image(image, name="img")
     viewer.add_labels(labels, name="img objects")
     widget = ExportWidget(viewer)
     dest = tmp_path / "out" / "set"
@@ -74,6 +70,88 @@ def test_export_dock_refuses_before_writing(make_napari_viewer, tmp_path, case):
     assert is_error(widget) and all(k in text for k in expected), text
     assert files_under(tmp_path / "out") == []  # nothing written, no temp folder either
     napari_alive(viewer)
+
+
+def _ome_5d(t=2, z=3):
+    """T, Z, C, Y, X (two channels) and T, Z, Y, X labels; plane (t, z) from seed t * z + z."""
+    samples = [make_sample((64, 64), seed=10 + k) for k in range(t * z)]
+    image = np.stack([np.stack([s.image, s.image[::-1]]) for s in samples])
+    image = image.reshape(t, z, 2, 64, 64).astype(np.uint16)
+    labels = np.stack([s.labels for s in samples]).reshape(t, z, 64, 64).astype(np.uint16)
+    return image, labels
+
+
+@pytest.mark.parametrize("case", ["5d-ome-stack", "5d-ome-stack-objects-layer",
+                                  "5d-ome-stack-current-plane"])
+def test_export_dock_writes_5d_stacks(qtbot, make_napari_viewer, tmp_path, case):
+    """Gap G2 (fixed): every annotated (T, Z) plane of a T,Z,C,Y,X stack is one sample."""
+    from napari_raysam._qt.export_widget import ExportWidget
+    from napari_raysam.core.dataset import open_dataset
+
+    viewer = make_napari_viewer()
+    image, labels = _ome_5d()
+    labels[0, 1] = 0  # (T 0, Z 1) is not annotated
+    if case == "5d-ome-stack-objects-layer":  # what the Segment dock commits into
+        labels = labels[:, :, None]
+    viewer.add_image(image, name="img", metadata={"raysam_channel_axis": 2,
+                                                  "channel_names": ["nuclei", "cyto"]})
+    viewer.add_labels(labels, name="img objects")
+    widget = ExportWidget(viewer)
+    assert widget.selected_pairs() == [("img", "img objects")]
+    widget.dest_edit.setText(str(tmp_path / "set"))
+    if case == "5d-ome-stack-current-plane":
+        widget.planes_combo.setCurrentIndex(1)
+        viewer.dims.set_current_step(0, 1)
+        viewer.dims.set_current_step(1, 2)
+    plan = widget.preview()
+    assert plan is not None, widget.status.text()
+    wanted = [(1, 2)] if case == "5d-ome-stack-current-plane" else \
+        [(0, 0), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert [p.input.plane_index for p in plan.samples] == wanted
+    if case != "5d-ome-stack-current-plane":
+        assert "plane(s) (0, 1) have no objects" in widget.plan_label.text()
+    worker = widget.export()
+    assert worker is not None, widget.status.text()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    ts = open_dataset(tmp_path / "set")
+    assert sorted(r.plane for r in ts.samples) == sorted(t * 3 + z for t, z in wanted)
+    for record in ts.samples:
+        t, z = divmod(record.plane, 3)  # the manifest's plane: row-major (T, Z) index
+        assert record.shape == [2, 64, 64] and record.channel_axis == 0
+        assert record.channel_names == ["nuclei", "cyto"]
+        np.testing.assert_array_equal(tifffile.imread(ts.path / record.image), image[t, z])
+        stored = tifffile.imread(ts.path / record.labels)
+        np.testing.assert_array_equal(stored, labels[t, z].reshape(64, 64))
+
+
+@pytest.mark.parametrize("case", ["labels-not-matching-planes", "one-stack-axis-with-channels",
+                                  "one-stack-axis-no-channels", "plane-index-not-per-axis"])
+def test_stack_shape_errors(case):
+    """Wrong stack shapes are refused with the problem and the fix; channel_axis is only
+    suggested when none was given."""
+    from napari_raysam.core.dataset import DatasetError, planes_to_inputs
+
+    image, labels = _ome_5d()
+    args, expected, absent = {
+        "labels-not-matching-planes": (
+            (image, labels[:, :2], "img", (0, 1), 2),
+            ["labels shape (2, 2, 64, 64)", "does not match the image's planes",
+             "expected (2, 3, 64, 64)", "pair the image with the labels"], []),
+        "one-stack-axis-with-channels": (
+            (image, labels, "img", 0, 2),
+            ["stack of 2D planes", "channels on axis 2", "leaves 3D planes",
+             "stack_axis=(0, 1)"], ["channel_axis"]),
+        "one-stack-axis-no-channels": (
+            (image, labels, "img", 0, None),
+            ["stack of 2D planes", "leaves 4D planes", "stack_axis=(0, 1)", "channel_axis"], []),
+        "plane-index-not-per-axis": (
+            (image, labels, "img", (0, 1), 2, [1]),
+            ["one index per stack axis", "(0, 0)"], []),
+    }[case]
+    with pytest.raises(DatasetError) as info:
+        planes_to_inputs(*args)
+    text = str(info.value)
+    assert all(k in text for k in expected) and not any(k in text for k in absent), text
 
 
 def test_odd_path_export_validate_info_and_runner_checks(qtbot, make_napari_viewer, tmp_path,

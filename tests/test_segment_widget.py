@@ -195,3 +195,33 @@ def test_event_loop_runs_while_embedding_computes(qtbot, make_napari_viewer, tmp
     timer.stop()
     assert widget.embeddings is not None
     assert len(ticks) >= 5  # the heartbeat fired while the worker computed
+
+
+def test_objects_layer_keeps_a_later_channel_axis_aligned(make_napari_viewer):
+    """T,Z,C,Y,X with a scale: the objects layer keeps C (length 1) spanning every channel."""
+    from napari_raysam._qt.prompt_layers import PromptLayers, objects_layout
+
+    viewer = make_napari_viewer()
+    data = np.zeros((2, 3, 4, 16, 16), np.uint16)
+    data[..., 4:8, 4:8] = 7
+    image = viewer.add_image(data, name="img", scale=(1, 2, 0.5, 0.3, 0.3),
+                             translate=(0, 1, 10, 0, 0), metadata={"raysam_channel_axis": 2})
+    shape, scale, translate = objects_layout(image)
+    assert shape == (2, 3, 1, 16, 16)
+    assert scale == [1, 2, 2.0, 0.3, 0.3] and translate == [0, 1, 10.75, 0, 0]
+    prompts = PromptLayers(viewer, on_change=lambda: None)
+    objects = prompts.target_labels(image)
+    assert prompts.lead_index(objects, image, (1, 2)) == (1, 2, 0)
+    index = prompts.lead_index(objects, image, (1, 2))  # what commit() writes
+    objects.data_setitem(tuple(np.array([i]) for i in (*index, 5, 5)), 1)
+    viewer.dims.set_current_step(0, 1)
+    viewer.dims.set_current_step(1, 2)
+    for channel in range(4):  # every channel of the viewed (T, Z) plane shows the object
+        viewer.dims.set_current_step(2, channel)
+        assert objects._slice.image.raw.any(), channel
+    viewer.dims.set_current_step(1, 1)
+    assert not objects._slice.image.raw.any()
+    # a channel-first image: the channel axis is dropped (the rest are trailing axes)
+    cyx = viewer.add_image(data[0, 0], name="cyx", metadata={"raysam_channel_axis": 0})
+    assert objects_layout(cyx)[0] == (16, 16)
+    assert prompts.lead_index(prompts.target_labels(cyx), cyx, ()) == ()

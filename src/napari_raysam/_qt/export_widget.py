@@ -45,6 +45,22 @@ def _layer_info(layer) -> tuple[int | None, tuple]:
     return axis, shape[:axis] + shape[axis + 1:]
 
 
+def _labels_fit(image, labels) -> bool:
+    """Labels have the image's shape without channels, or keep a length-1 channel axis (the
+    Segment dock's objects layer of a Z,C,Y,X image does, to align with the image)."""
+    axis, spatial = _layer_info(image)
+    shape = tuple(labels.data.shape)
+    return shape == spatial or (axis is not None and shape == spatial[:axis] + (1,) +
+                                spatial[axis:])
+
+
+def _stack_axis(image) -> int | tuple[int, ...] | None:
+    """The image's plane axes: every axis but the channel axis and the last two (Y, X)."""
+    channel_axis, spatial = _layer_info(image)
+    axes = [a for a in range(image.data.ndim) if a != channel_axis][:len(spatial) - 2]
+    return None if not axes else axes[0] if len(axes) == 1 else tuple(axes)
+
+
 def _key(item) -> tuple[str, str]:
     return tuple(item.data(Qt.ItemDataRole.UserRole))
 
@@ -120,8 +136,7 @@ class ExportWidget(QWidget):
         layers = list(self.viewer.layers)
         images = [la for la in layers if type(la).__name__ == "Image"]
         labels = [la for la in layers if type(la).__name__ == "Labels" and la.name != PREVIEW]
-        pairs = [(im, lab) for im in images for lab in labels
-                 if _layer_info(im)[1] == tuple(lab.data.shape)]
+        pairs = [(im, lab) for im in images for lab in labels if _labels_fit(im, lab)]
         owner: dict[str, str] = {}  # labels name -> the longest image name it starts with
         for image, labels in sorted(pairs, key=lambda pair: len(pair[0].name)):
             if labels.name.startswith(image.name):
@@ -179,12 +194,11 @@ class ExportWidget(QWidget):
         inputs, notes = [], []
         for image_name, labels_name in pairs:
             image, labels = self.viewer.layers[image_name], self.viewer.layers[labels_name]
-            channel_axis, _ = _layer_info(image)
-            stack_axis, planes = None, "all"
-            if labels.data.ndim > 2:  # one stack axis; core explains anything deeper
-                stack_axis = next(a for a in range(image.data.ndim) if a != channel_axis)
-                if current_only:
-                    planes = int(self.viewer.dims.current_step[-image.ndim:][stack_axis])
+            channel_axis, stack_axis, planes = _layer_info(image)[0], _stack_axis(image), "all"
+            if current_only and stack_axis is not None:  # T, Z, ...: one plane per (t, z)
+                step = self.viewer.dims.current_step[-image.ndim:]
+                planes = int(step[stack_axis]) if isinstance(stack_axis, int) else \
+                    tuple(int(step[a]) for a in stack_axis)
             names = image.metadata.get("channel_names")
             found, skipped = planes_to_inputs(image.data, labels.data, image_name, stack_axis,
                                               channel_axis, planes, list(names) if names else None)

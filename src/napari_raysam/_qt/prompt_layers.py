@@ -122,15 +122,20 @@ class PromptLayers:
         """The Labels layer commits go to ('<image> objects'), created to match the image."""
         name = f"{image_layer.name} objects"
         if name not in self.viewer.layers:
-            shape = image_layer.data.shape[:-1] if image_layer.rgb else image_layer.data.shape
-            axis = image_layer.metadata.get("raysam_channel_axis")
-            if axis is not None:
-                shape = shape[:axis] + shape[axis + 1:]
-            scale = [s for i, s in enumerate(image_layer.scale) if i != axis]
-            translate = [t for i, t in enumerate(image_layer.translate) if i != axis]
+            shape, scale, translate = objects_layout(image_layer)
             self.viewer.add_labels(np.zeros(shape, np.uint32), name=name, scale=scale,
                                    translate=translate)
         return self.viewer.layers[name]
+
+    @staticmethod
+    def lead_index(target, image_layer, plane_index: tuple[int, ...]) -> tuple[int, ...]:
+        """The index of ``target``'s axes before Y, X for the image plane ``plane_index``
+        (which skips the channel axis): 0 on a length-1 channel axis the target keeps."""
+        lead = list(plane_index)
+        axis = None if image_layer.rgb else image_layer.metadata.get("raysam_channel_axis")
+        if axis is not None and target.data.ndim == len(lead) + 3:
+            lead.insert(int(axis) % image_layer.data.ndim, 0)
+        return tuple(lead)
 
     def clear(self) -> None:
         self._muted = True
@@ -142,3 +147,28 @@ class PromptLayers:
         finally:
             self._muted = False
         self.show_preview([])
+
+
+def objects_layout(image_layer) -> tuple[tuple[int, ...], list[float], list[float]]:
+    """Shape, scale and translate of the objects Labels layer of ``image_layer``.
+
+    The layer has the image's axes without channels. napari aligns layers by their trailing
+    axes, so a channel axis that is not first (Z,C,Y,X; T,Z,C,Y,X) cannot simply be dropped:
+    the labels would line up with the wrong sliders. It is kept with length 1 instead, scaled
+    to span all the image's channels (centred on them), so the objects show whichever channel
+    the viewer is on. The Export dock accepts labels with that length-1 axis.
+    """
+    rgb = image_layer.rgb
+    shape = list(image_layer.data.shape[:-1] if rgb else image_layer.data.shape)
+    scale, translate = list(image_layer.scale), list(image_layer.translate)
+    axis = None if rgb else image_layer.metadata.get("raysam_channel_axis")
+    if axis is None:
+        return tuple(shape), scale, translate
+    axis = int(axis) % len(shape)
+    if axis == 0:  # C,Y,X...: the remaining axes are trailing, napari aligns them right
+        return tuple(shape[1:]), scale[1:], translate[1:]
+    n = shape[axis]
+    shape[axis] = 1
+    translate[axis] += (n - 1) * scale[axis] / 2  # data index 0 maps to the channels' centre
+    scale[axis] *= n  # ... and every channel rounds to it
+    return tuple(shape), scale, translate

@@ -248,7 +248,8 @@ class SegmentWidget(QWidget):
             if rows.size == 0:
                 continue
             new_id = int(target.data.max()) + 1
-            lead = tuple(np.full(rows.size, i) for i in plane_index)
+            lead = tuple(np.full(rows.size, i)
+                         for i in self.prompts.lead_index(target, layer, plane_index))
             target.data_setitem((*lead, rows, cols), new_id)
             ids.append(new_id)
         self.prompts.clear()

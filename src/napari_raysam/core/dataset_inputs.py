@@ -26,9 +26,12 @@ class SampleInput:
     plane: int | None = None
     channel_axis: int | None = None
     channel_names: list[str] | None = None
+    plane_index: tuple[int, ...] | None = None  # per-axis index when the stack has several axes
 
     def describe(self) -> str:
-        return self.source if self.plane is None else f"{self.source} (plane {self.plane})"
+        if self.plane is None:
+            return self.source
+        return f"{self.source} (plane {self.plane_index or self.plane})"
 
 
 @dataclass
@@ -51,64 +54,126 @@ def _axis(axis: int, ndim: int, what: str) -> int:
     return axis % ndim
 
 
+def _labels_without_channel_axis(labels, image_shape: tuple, channel_axis: int | None):
+    """Drop a length-1 channel axis that labels kept in the image's channel position (napari's
+    objects layer of a Z,C,Y,X image keeps one so it aligns with the image's axes)."""
+    ndim = len(image_shape)
+    if channel_axis is None or not -ndim <= channel_axis < ndim or len(labels.shape) != ndim:
+        return labels
+    ca = channel_axis % ndim
+    if labels.shape[ca] != 1:
+        return labels
+    return labels[(slice(None),) * ca + (0,)]
+
+
+def _plane_shape_error(stack_axis, shape: tuple, ca: int | None, n_left: int) -> DatasetError:
+    problem = (f"stack_axis={stack_axis} needs a stack of 2D planes (3D, or 4D with channels, "
+               f"one more axis per extra stack axis), got shape {shape}")
+    if ca is not None:
+        problem += f" with channels on axis {ca}"
+    problem += f", which leaves {n_left}D planes"
+    if n_left > 2:
+        if ca is None:
+            fix = ("name every axis before Y, X as a stack axis (e.g. stack_axis=(0, 1) for "
+                   "T, Z, Y, X), and say which axis holds channels (channel_axis) if there are any")
+        else:
+            fix = ("name every axis before Y, X except the channel axis as a stack axis (e.g. "
+                   "stack_axis=(0, 1) for T, Z, C, Y, X)")
+    else:
+        fix = "leave the two image axes (Y, X) out of stack_axis"
+    return DatasetError(f"{problem}; {fix}.")
+
+
 def planes_to_inputs(
     image: np.ndarray,
     labels: np.ndarray,
     source: str,
-    stack_axis: int | None,
+    stack_axis: int | Sequence[int] | None,
     channel_axis: int | None = None,
-    planes: Literal["all"] | int | Sequence[int] = "all",
+    planes: Literal["all"] | int | Sequence[int] | Sequence[Sequence[int]] = "all",
     channel_names: list[str] | None = None,
-) -> tuple[list[SampleInput], list[int]]:
+) -> tuple[list[SampleInput], list]:
     """Split an image stack and its labels into per-plane inputs.
 
-    stack_axis: axis of ``image`` holding the planes (None: ``image`` is one 2D (+channels)
-    plane). channel_axis: axis of ``image`` holding channels (None: grayscale or RGB(A) last).
-    Labels have the image's axes minus the channel axis. Planes whose labels hold no object are
-    skipped and returned as the second element.
+    stack_axis: axis of ``image`` holding the planes, or several axes (e.g. ``(0, 1)`` for the
+    T, Z of a T,Z,C,Y,X stack: every (T, Z) plane becomes one input); None: ``image`` is one 2D
+    (+channels) plane. channel_axis: axis of ``image`` holding channels (None: grayscale or
+    RGB(A) last). Labels have the image's axes minus the channel axis (a length-1 channel axis
+    in its place is accepted too). ``planes``: "all", or with one stack axis an index or a list
+    of them, with several a tuple of per-axis indices or a list of such tuples.
+
+    A plane's number (``SampleInput.plane``, the manifest's ``plane``) is its index along the
+    stack axis; with several stack axes it is the row-major flat index (``t * Z + z``) and
+    ``plane_index`` holds the tuple. Planes whose labels hold no object are skipped and returned
+    as the second element (indices, or tuples with several stack axes).
     """
+    shape = tuple(image.shape)
+    ndim = len(shape)
+    labels = _labels_without_channel_axis(labels, shape, channel_axis)
     if stack_axis is None:
         return [SampleInput(np.asarray(image), np.asarray(labels), source, None, channel_axis,
                             channel_names)], []
-    shape = tuple(image.shape)
-    ndim = len(shape)
-    sa = _axis(stack_axis, ndim, "stack_axis")
+    single = isinstance(stack_axis, int | np.integer)
+    axes = (stack_axis,) if single else tuple(stack_axis)
+    if not axes:
+        raise DatasetError("stack_axis=() names no axis; give None for a single 2D plane.")
+    sa = tuple(_axis(int(a), ndim, "stack_axis") for a in axes)
+    if len(set(sa)) != len(sa):
+        raise DatasetError(f"stack_axis={stack_axis} names an axis twice; name each once.")
     ca = None if channel_axis is None else _axis(channel_axis, ndim, "channel_axis")
-    if ca == sa:
+    if ca in sa:
         raise DatasetError("stack_axis and channel_axis are the same axis; give different axes.")
-    rgb = ca is None and ndim == 4 and shape[-1] in (3, 4)
-    if ndim != (3 if ca is None and not rgb else 4):
-        raise DatasetError(
-            f"stack_axis={stack_axis} needs a stack of 2D planes (3D, or 4D with channels), got "
-            f"shape {shape}; say which axis holds channels (channel_axis) if there are any."
-        )
+    rgb = ca is None and ndim == len(sa) + 3 and shape[-1] in (3, 4)
     drop = ndim - 1 if rgb else ca
+    n_left = sum(1 for i in range(ndim) if i not in sa and i != drop)
+    if n_left != 2:
+        raise _plane_shape_error(stack_axis, shape, ca, n_left)
     spatial = tuple(s for i, s in enumerate(shape) if i != drop)
     if tuple(labels.shape) != spatial:
         raise DatasetError(
-            f"{source}: labels shape {tuple(labels.shape)} does not match the image's "
-            f"{spatial} (shape {shape} without its channel axis); pair the image with the labels "
-            "drawn on it."
+            f"{source}: labels shape {tuple(labels.shape)} does not match the image's planes: "
+            f"expected {spatial} (image shape {shape} without its channel axis); pair the image "
+            "with the labels drawn on it."
         )
-    lsa = sa - (1 if drop is not None and drop < sa else 0)
-    pca = None if ca is None else ca - (1 if sa < ca else 0)
-    n = shape[sa]
+    lsa = tuple(a - (1 if drop is not None and drop < a else 0) for a in sa)
+    pca = None if ca is None else ca - sum(1 for a in sa if a < ca)
+    counts = tuple(shape[a] for a in sa)
+    indices = _plane_indices(planes, counts, single)
+    inputs, skipped = [], []
+    for idx in indices:
+        lab_index, img_index = [slice(None)] * len(spatial), [slice(None)] * ndim
+        for la, a, k in zip(lsa, sa, idx, strict=True):
+            lab_index[la], img_index[a] = k, k
+        lab = np.asarray(labels[tuple(lab_index)])
+        if not lab.any():
+            skipped.append(idx[0] if single else idx)
+            continue
+        img = np.asarray(image[tuple(img_index)])
+        plane = idx[0] if single else int(np.ravel_multi_index(idx, counts))
+        inputs.append(SampleInput(img, lab, source, plane, pca, channel_names,
+                                  None if single else idx))
+    return inputs, skipped
+
+
+def _plane_indices(planes, counts: tuple[int, ...], single: bool) -> list[tuple[int, ...]]:
+    """The per-axis index tuples that ``planes`` selects (see :func:`planes_to_inputs`)."""
     if isinstance(planes, str):
         if planes != "all":
             raise DatasetError(f"planes={planes!r}: use 'all' or plane indices.")
-        indices = list(range(n))
-    else:
+        return [tuple(int(k) for k in idx) for idx in np.ndindex(*counts)]
+    if single:
         wanted = [planes] if isinstance(planes, int | np.integer) else list(planes)
-        indices = [_axis(int(k), n, "plane") for k in wanted]
-    inputs, skipped = [], []
-    for k in indices:
-        lab = np.asarray(labels[(slice(None),) * lsa + (k,)])
-        if not lab.any():
-            skipped.append(k)
-            continue
-        img = np.asarray(image[(slice(None),) * sa + (k,)])
-        inputs.append(SampleInput(img, lab, source, k, pca, channel_names))
-    return inputs, skipped
+        return [(_axis(int(k), counts[0], "plane"),) for k in wanted]
+    scalar = isinstance(planes, int | np.integer)
+    one = scalar or (len(planes) > 0 and all(isinstance(k, int | np.integer) for k in planes))
+    wanted = [planes] if one else list(planes)
+    out = []
+    for idx in wanted:
+        if isinstance(idx, int | np.integer) or len(idx) != len(counts):
+            raise DatasetError(f"plane {idx!r}: give one index per stack axis ({len(counts)}), "
+                               f"e.g. {tuple(0 for _ in counts)}.")
+        out.append(tuple(_axis(int(k), n, "plane") for k, n in zip(idx, counts, strict=True)))
+    return out
 
 
 def prepare_sample(inp: SampleInput) -> PreparedSample:  # noqa: C901 - a flat list of checks
