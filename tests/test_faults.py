@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from napari_raysam.core.dataset import SampleInput, validate_dataset, write_dataset
+from napari_raysam.core.dataset_write import host_id
 from napari_raysam.core.sample_data import make_sample
 
 ODD = "my set ü 細胞"
@@ -66,9 +67,24 @@ def test_export_killed_midway_leaves_previous_set_intact(tmp_path, mode):
         assert not dest.exists()  # no half set visible under the chosen name
         hidden = list(tmp_path.glob(".new set.raysam-tmp-*"))
         assert hidden and all(p.name.startswith(".") for p in hidden)  # leftover is hidden
+        assert f"-{proc.pid}-" in hidden[0].name  # it names its (now dead) writer
+        note = validate_dataset(dest).warnings
     else:
         assert len(list((dest / "images").iterdir())) > 3  # orphans of the killed append...
         assert len(validate_dataset(dest).problems) == 0  # ...are not part of the set
+        note = validate_dataset(dest).warnings
+        assert "file(s) of an interrupted append" in "\n".join(note)
+    assert any(f"(pid {proc.pid}) is gone" in n and "the next export or append into" in n
+               for n in note), note
+    # the next export into the same folder sweeps the dead export's debris
+    live = tmp_path / f".live.raysam-tmp-0000beef-{os.getpid()}-{host_id()}"
+    live.mkdir()  # a running writer's (ours): never swept
+    nxt = write_dataset(dest, _inputs(2, seed0=50), mode=mode)
+    assert not list(tmp_path.glob(".new set.raysam-tmp-*")) and live.is_dir()
+    report = validate_dataset(nxt.path)
+    assert report.ok and not report.warnings, report.text()
+    files = sorted(p.name for p in nxt.path.rglob("*") if p.is_file())
+    assert len(files) == 1 + 2 * len(nxt), files  # manifest + exactly the listed TIFFs
 
 
 # --- checkpoint download cut ----------------------------------------------------------------
@@ -180,8 +196,12 @@ def test_killed_job_driver_fails_with_log_tail_and_keeps_checkpoint(head, profil
     import torch
 
     from napari_raysam.core import runs
+    from napari_raysam.core.embeddings import EmbeddingCache
     from napari_raysam.core.errors import RaysamError
-    from napari_raysam.core.run_index import RunIndex
+    from napari_raysam.core.images import to_sam_rgb
+    from napari_raysam.core.models import load_model
+    from napari_raysam.core.run_index import RunIndex, list_registered_models
+    from napari_raysam.core.segment import segment
     from napari_raysam.core.training.config import TrainConfig
     from napari_raysam.core.training.runner import build_trained_sam
 
@@ -199,14 +219,29 @@ def test_killed_job_driver_fails_with_log_tail_and_keeps_checkpoint(head, profil
     assert time.monotonic() - t_kill < 30
     stored = RunIndex().get(record.name)
     assert stored.state == "FAILED" and stored.log_tail.strip(), stored
-    with pytest.raises(RaysamError, match="no final model.pt"):
+    with pytest.raises(RaysamError, match="no final model.pt") as info:
         runs.fetch(stored)
+    assert f"runs fetch {record.name} --partial" in str(info.value)  # the refusal names the fix
     run_dir = Path(profile.storage) / "runs" / record.name
     ckpts = sorted(run_dir.glob("checkpoint_epoch_*"))
     assert ckpts, sorted(p.name for p in run_dir.iterdir())
     state = torch.load(next(ckpts[-1].glob("*.pt")), map_location="cpu", weights_only=True)
     loaded = build_trained_sam(TrainConfig(dataset=str(ts.path), model=state["model_spec"]), state)
     assert loaded.sam is not None and state["epoch"] >= 1
+    # the partial fetch: the newest complete checkpoint becomes a registered, loadable model
+    model = runs.fetch(stored, partial=True)
+    assert model.partial and model.epoch == state["epoch"] >= 1
+    assert model.name == f"{record.name}.partial-epoch{model.epoch}"
+    assert [m.name for m in list_registered_models()] == [model.name]
+    assert model.sha256 == hashlib.sha256(Path(model.path).read_bytes()).hexdigest()
+    partial = load_model(f"run:{model.name}", device="cpu")  # weights_only, like any fetch
+    assert partial.lineage["partial"] is True and partial.lineage["epoch"] == model.epoch
+    assert partial.lineage["run_state"] == "FAILED"
+    sample = make_sample((96, 96), seed=5)
+    emb = EmbeddingCache(tmp_path / "emb").get_or_compute(partial, to_sam_rgb(sample.image),
+                                                          precision="fp32")
+    mask = segment(partial, emb, box=[20, 20, 70, 70])
+    assert mask.shape == (96, 96) and mask.dtype == bool
 
 
 @pytest.mark.ray

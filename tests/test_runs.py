@@ -87,6 +87,101 @@ def test_run_index_concurrent_updates_and_failed_writes(dirs, monkeypatch):
     assert [p.name for p in index.path.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 
+# ---- partial fetch of a failed or cancelled run (storage written here, no Ray) ----------------
+
+def _fake_run(storage: Path, name: str, epochs=(1, 2), final: bool = False) -> Path:
+    """A run folder as a run leaves it: run.json and checkpoint_epoch_* with state.pt
+    (decoder-mode weights of the tiny SAM), and model.pt when it finished."""
+    import torch
+
+    from napari_raysam.core import models
+    from napari_raysam.core.training.config import TrainConfig
+    from napari_raysam.core.training.trainable import setup_mode, trainable_state
+
+    run_dir = storage / "runs" / name
+    run_dir.mkdir(parents=True)
+    config = TrainConfig(dataset="/d", model="tiny", mode="decoder", name=name)
+    (run_dir / "run.json").write_text(json.dumps({"name": name, "config": config.to_dict()}))
+    sam = models.build_tiny_sam(models.TinyConfig())
+    setup_mode(sam, "decoder")
+    for epoch in epochs:
+        with torch.no_grad():
+            sam.mask_decoder.iou_prediction_head.layers[-1].bias.fill_(float(epoch))
+        folder = run_dir / f"checkpoint_epoch_{epoch:04d}"
+        folder.mkdir()
+        torch.save({"model": trainable_state(sam), "optimizer": {}, "epoch": epoch,
+                    "history": [{"epoch": e, "val_miou_box": 0.1 * e} for e in range(1, epoch + 1)],
+                    "baseline": {"val_miou_box": 0.05}, "mode": "decoder", "model_spec": "tiny"},
+                   folder / "state.pt")
+    if final:
+        models.save_checkpoint(run_dir / "model.pt", sam, "tiny", models.TinyConfig())
+    return run_dir
+
+
+def test_partial_fetch_takes_the_newest_complete_checkpoint(dirs):
+    from napari_raysam.core.models import load_model
+
+    storage = dirs["cache"] / "st"
+    run_dir = _fake_run(storage, "run-failed", epochs=(1, 2, 3))
+    (run_dir / "checkpoint_epoch_0003" / "state.pt").write_bytes(b"PK\x03\x04 cut")  # torn
+    (run_dir / "checkpoint_epoch_0004").mkdir()  # Ray died before it wrote anything
+    record = RunIndex().put(_record(name="run-failed", storage=str(storage), state="FAILED"))
+    with pytest.raises(RaysamError, match="is FAILED and has no final model.pt") as info:
+        runs.fetch(record)
+    assert "runs fetch run-failed --partial" in str(info.value)
+    model = runs.fetch(record, partial=True)
+    assert (model.name, model.partial, model.epoch) == ("run-failed.partial-epoch2", True, 2)
+    assert model.metrics["after"]["epoch"] == 2 and model.metrics["before"]
+    assert [m.name for m in list_registered_models()] == [model.name]
+    loaded = load_model(f"run:{model.name}", device="cpu")  # the Segment dock's spec
+    lineage = loaded.lineage
+    assert lineage["partial"] is True and lineage["epoch"] == 2
+    assert lineage["checkpoint"] == "checkpoint_epoch_0002" and lineage["run_state"] == "FAILED"
+    assert float(loaded.sam.mask_decoder.iou_prediction_head.layers[-1].bias[0].detach()) == 2.0
+    store = Path(model.path).parent.parent
+    assert sorted(p.name for p in store.iterdir() if not p.name.endswith(".lock")) == \
+        ["models.json", model.name]  # no temporary folder left
+    assert sorted(p.name for p in Path(model.path).parent.iterdir()) == ["model.pt"]
+    assert RunIndex().get("run-failed").model_dir is None  # the run has no final model
+
+
+def test_partial_fetch_error_paths(dirs, capsys):
+    from napari_raysam import cli
+
+    storage = dirs["cache"] / "st"
+    (storage / "runs" / "run-early").mkdir(parents=True)  # killed before epoch 1 ended
+    early = RunIndex().put(_record(name="run-early", storage=str(storage), state="STOPPED",
+                                   cancelled=True))
+    with pytest.raises(RaysamError, match="was cancelled before its first checkpoint.*no "
+                                          "checkpoint_epoch_\\* folder"):
+        runs.fetch(early, partial=True)
+    _fake_run(storage, "run-torn", epochs=(1,))
+    (storage / "runs" / "run-torn" / "checkpoint_epoch_0001" / "state.pt").write_bytes(b"x")
+    torn = RunIndex().put(_record(name="run-torn", storage=str(storage), state="FAILED"))
+    with pytest.raises(RaysamError, match="None of the 1 checkpoint.*is complete"):
+        runs.fetch(torn, partial=True)
+    running = RunIndex().put(_record(name="run-going", storage=str(storage), state="RUNNING"))
+    with pytest.raises(RaysamError, match="runs cancel run-going"):
+        runs.fetch(running, partial=True)
+    assert list_registered_models() == []
+    # a SUCCEEDED run with --partial: its final model is fetched, under the run's own name
+    _fake_run(storage, "run-done", epochs=(1,), final=True)
+    RunIndex().put(_record(name="run-done", storage=str(storage), state="SUCCEEDED"))
+    assert cli.main(["runs", "fetch", "run-done", "--partial"]) == 0
+    assert "fetched that, not a partial checkpoint" in capsys.readouterr().out
+    (done,) = list_registered_models()
+    assert (done.name, done.partial) == ("run-done", False)
+    # the CLI: without --partial one error line naming the fix; with it the partial model
+    _fake_run(storage, "run-cut", epochs=(1,))
+    RunIndex().put(_record(name="run-cut", storage=str(storage), state="FAILED"))
+    assert cli.main(["runs", "fetch", "run-cut"]) == 2
+    assert "--partial" in capsys.readouterr().err
+    assert cli.main(["runs", "fetch", "run-cut", "--partial"]) == 0
+    out = capsys.readouterr().out
+    assert "registered run-cut.partial-epoch1 (partial: epoch 1 of the FAILED run" in out
+    assert "run:run-cut.partial-epoch1" in out
+
+
 # ---- against a real head --------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

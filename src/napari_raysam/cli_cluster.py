@@ -37,6 +37,10 @@ def add_parser(subparsers) -> None:
         p.add_argument("run", help="run name (see `runs list`)")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
+        if name == "fetch":
+            p.add_argument("--partial", action="store_true",
+                           help="for a failed or cancelled run without a final model: register "
+                                "its last complete checkpoint as RUN.partial-epochN")
 
     submit = subparsers.add_parser(
         "submit", help="fine-tune on a Ray cluster through its Jobs API and fetch the model",
@@ -156,8 +160,15 @@ def _runs_fetch(args) -> int:
     from napari_raysam.core.run_index import RunIndex
     from napari_raysam.core.runs import fetch
 
-    model = fetch(RunIndex().get(args.run))
-    _out(args, {"event": "fetched", **model.__dict__}, f"registered {model.name}: {model.path}")
+    record = RunIndex().get(args.run)
+    model = fetch(record, partial=args.partial)
+    text = f"registered {model.name}: {model.path}"
+    if model.partial:
+        text = (f"registered {model.name} (partial: epoch {model.epoch} of the {record.state} "
+                f"run {record.name}): {model.path}\nuse it as the model run:{model.name}")
+    elif args.partial:
+        text += " (the run has its final model.pt; fetched that, not a partial checkpoint)"
+    _out(args, {"event": "fetched", **model.__dict__}, text)
     return 0
 
 

@@ -92,20 +92,56 @@ def _check_record(ts: TrainingSet, r: SampleRecord, problems: list[str]) -> None
         problems.append(f"{where}: labels hold no objects.")
 
 
+def _debris_note(d) -> str:
+    """One non-fatal note per interrupted export (``dataset_write.Debris``), with the fix."""
+    if d.writer == "dead":
+        fix = (f"the next export or append into {d.path.parent} removes it, or delete it "
+               "(no training set uses it)")
+    elif d.writer == "running":
+        fix = "leave it while that export runs; if none is running, delete it"
+    else:
+        fix = "if no export is running (on any computer), delete it"
+    if d.kind == "append" and d.token:
+        fix += f": images/*-{d.token}.tif, labels/*-{d.token}.tif and {d.path.name}"
+    return f"{d.describe()}; {fix}."
+
+
 def _extra_files(ts: TrainingSet, warnings: list[str]) -> None:
+    """Notes on debris of interrupted exports; other files the manifest does not list."""
+    from .dataset_write import find_debris
+
+    debris = find_debris(ts.path.parent, name=ts.path.name, dataset=ts.path)
+    claimed = {p for d in debris for p in d.files}
+    warnings += [_debris_note(d) for d in debris]
     listed = {Path(r.image).as_posix() for r in ts.samples} | {
         Path(r.labels).as_posix() for r in ts.samples
     }
+    stray = []
     for sub in (IMAGES_DIR, LABELS_DIR):
         folder = ts.path / sub
         if not folder.is_dir():
             continue
-        for p in sorted(folder.iterdir()):
-            if f"{sub}/{p.name}" not in listed:
-                warnings.append(
-                    f"{p}: not listed in {MANIFEST} (left by an interrupted export?); it is "
-                    "ignored and can be deleted."
-                )
+        stray += [p for p in sorted(folder.iterdir())
+                  if f"{sub}/{p.name}" not in listed and p not in claimed]
+    for p in stray[:5]:
+        warnings.append(
+            f"{p}: not listed in {MANIFEST} (left by an interrupted export?); it is "
+            "ignored and can be deleted."
+        )
+    if len(stray) > 5:
+        warnings.append(f"... and {len(stray) - 5} more file(s) not listed in {MANIFEST} in "
+                        f"{ts.path}; they are ignored and can be deleted.")
+
+
+def _orphan_temp_folders(path: Path, warnings: list[str]) -> None:
+    """A killed new export leaves only a hidden temp folder beside the name it never got."""
+    from .dataset_write import find_debris
+
+    try:
+        path = path.absolute()
+        warnings += [_debris_note(d) for d in find_debris(path.parent, name=path.name)]
+    except OSError:
+        pass
 
 
 def validate_dataset(path: str | Path) -> ValidationReport:
@@ -116,6 +152,7 @@ def validate_dataset(path: str | Path) -> ValidationReport:
     except RaysamError as exc:
         report.problems.append(str(exc))
         report.summary = f"{path}: not a valid training set."
+        _orphan_temp_folders(Path(path), report.warnings)
         return report
     except Exception as exc:  # noqa: BLE001 - report, never raise
         report.problems.append(f"{path}: cannot open the training set ({exc}).")

@@ -111,7 +111,11 @@ class RunIndex:
 
 @dataclass
 class RegisteredModel:
-    """A fine-tuned model in the local store; ``path`` is a model spec for the Segment dock."""
+    """A fine-tuned model in the local store; ``path`` is a model spec for the Segment dock.
+
+    ``partial``: built from the last checkpoint (``epoch``) of a run that failed or was
+    cancelled; its name is ``<run>.partial-epoch<N>`` (spec ``run:<run>.partial-epoch<N>``).
+    """
 
     name: str
     path: str
@@ -122,6 +126,13 @@ class RegisteredModel:
     registered: str
     report: str | None = None
     curves: str | None = None
+    partial: bool = False
+    epoch: int | None = None
+
+
+def partial_model_name(run: str, epoch: int) -> str:
+    """The registry name of a run's partial model taken at ``epoch``."""
+    return safe_name(f"{run}.partial-epoch{int(epoch)}", "model name")
 
 
 def model_store_dir() -> Path:

@@ -264,12 +264,7 @@ def _finish(config: TrainConfig, run_dir: Path, result, content_hash: str) -> Ru
     best_epoch = int(state["epoch"])
     after = next(h for h in history if h["epoch"] == best_epoch)
     loaded = build_trained_sam(config, state)
-    lineage = {
-        "base_model": config.model, "mode": config.mode, "run": config.name,
-        "dataset": config.dataset, "dataset_content_hash": content_hash,
-        "config": config.to_dict(), "best_epoch": best_epoch, "metrics": history,
-        "baseline": before, "versions": _versions(),
-    }
+    lineage = _lineage(config, content_hash, history, before, best_epoch=best_epoch)
     model_path = save_checkpoint(run_dir / "model.pt", loaded.sam, loaded.model_type,
                                  tiny_config=loaded.tiny_config, lineage=lineage)
     report = write_report(run_dir, before, after, best_epoch, history,
@@ -278,6 +273,29 @@ def _finish(config: TrainConfig, run_dir: Path, result, content_hash: str) -> Ru
                            "dataset_content_hash": content_hash})
     write_curves(run_dir, before, history)
     return RunOutcome(config.name, run_dir, model_path, report, best_epoch, history, before, after)
+
+
+def _lineage(config: TrainConfig, content_hash: str, history: list, baseline, **extra) -> dict:
+    """What a fine-tuned checkpoint records about how it was made (our one lineage format)."""
+    return {"base_model": config.model, "mode": config.mode, "run": config.name,
+            "dataset": config.dataset, "dataset_content_hash": content_hash,
+            "config": config.to_dict(), "metrics": history, "baseline": baseline,
+            "versions": _versions(), **extra}
+
+
+def save_partial_model(config: TrainConfig, state: dict, path: str | Path, content_hash: str,
+                       checkpoint: str, run_state: str) -> Path:
+    """model.pt from a Ray checkpoint of a run that never finished (failed or cancelled):
+    the base model plus the checkpoint's weights; lineage says ``partial`` and which epoch."""
+    from ..models import save_checkpoint
+
+    loaded = build_trained_sam(config, state)
+    epoch = int(state["epoch"])
+    lineage = _lineage(config, content_hash, list(state.get("history", [])),
+                       state.get("baseline"), best_epoch=None, partial=True, epoch=epoch,
+                       checkpoint=checkpoint, run_state=run_state)
+    return save_checkpoint(path, loaded.sam, loaded.model_type, tiny_config=loaded.tiny_config,
+                           lineage=lineage)
 
 
 def _versions() -> dict:
@@ -292,4 +310,5 @@ def _versions() -> dict:
     return out
 
 
-__all__ = ["RunOutcome", "run_training", "read_events", "check_resources", "resolve_run"]
+__all__ = ["RunOutcome", "run_training", "read_events", "check_resources", "resolve_run",
+           "save_partial_model"]
