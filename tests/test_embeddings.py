@@ -127,3 +127,92 @@ def test_bf16_close_to_fp32(tmp_path, tiny_model, rgb):
     assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
     with pytest.raises(RaysamError, match="Unknown precision"):
         resolve_precision("fp8", "cpu")
+
+
+def _pickle_bomb(entry, marker):
+    """A zarr v2 object array whose chunk unpickles to ``touch marker`` if anything decodes it."""
+    import json
+    import pickle
+    import shutil
+
+    class Bomb:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    features = entry / "features"
+    shutil.rmtree(features)
+    features.mkdir()
+    (features / ".zarray").write_text(json.dumps({
+        "zarr_format": 2, "shape": [1], "chunks": [1], "dtype": "|O", "compressor": None,
+        "fill_value": 0, "filters": [{"id": "pickle"}], "order": "C"}))
+    (features / "0").write_bytes(pickle.dumps(np.array([Bomb()], dtype=object)))
+
+
+def _huge_shape(entry, marker):
+    """Metadata that claims 10^12 floats (reading it would exhaust memory)."""
+    import json
+
+    meta = entry / "features" / "zarr.json"
+    data = json.loads(meta.read_text())
+    data["shape"] = [1, 256, 1_000_000, 1_000_000]
+    data["chunk_grid"]["configuration"]["chunk_shape"] = [1, 256, 1000, 1000]
+    meta.write_text(json.dumps(data))
+
+
+def _bad_sizes(entry, marker):
+    import json
+
+    meta = entry / "zarr.json"
+    data = json.loads(meta.read_text())
+    data["attributes"]["original_size"] = ["../../etc", -1]
+    meta.write_text(json.dumps(data))
+
+
+def _symlink_elsewhere(entry, marker):
+    import shutil
+
+    outside = marker.parent / "outside.zarr"
+    shutil.copytree(entry, outside)
+    shutil.rmtree(entry)
+    entry.symlink_to(outside, target_is_directory=True)
+
+
+@pytest.mark.parametrize("attack", [_pickle_bomb, _huge_shape, _bad_sizes, _symlink_elsewhere],
+                         ids=["pickle-object-array", "huge-declared-shape", "bad-size-attrs",
+                              "symlink-to-outside"])
+def test_hostile_cache_entry_is_never_trusted(tmp_path, tiny_model, rgb, attack):
+    """Someone with write access to a shared cache plants an entry under the right key: it is
+    refused from its metadata (nothing unpickled, nothing huge allocated, nothing outside the
+    cache touched) and the embedding is recomputed."""
+    cache = EmbeddingCache(tmp_path / "cache")
+    good = cache.get_or_compute(tiny_model, rgb, precision="fp32")
+    (entry,) = cache.entries()
+    marker = tmp_path / "executed"
+    attack(entry, marker)
+    outside = sorted(p.name for p in tmp_path.iterdir())
+    calls = EncoderCalls(tiny_model)
+    emb = cache.get_or_compute(tiny_model, rgb, precision="fp32")
+    assert calls.n == 1  # recomputed, not read
+    np.testing.assert_array_equal(emb["features"], good["features"])
+    assert emb["original_size"] == [200, 240]
+    assert not marker.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == outside  # nothing outside touched
+    assert entry.is_dir() and not entry.is_symlink()
+    assert cache.get_or_compute(tiny_model, rgb, precision="fp32")["original_size"] == [200, 240]
+
+
+def test_hostile_tiled_entry_is_recomputed(tmp_path, tiny_model):
+    import json
+
+    big = to_sam_rgb(make_sample((300, 300), seed=4).image)
+    tiling = Tiling((128, 128), (16, 16))
+    cache = EmbeddingCache(tmp_path)
+    cache.get_or_compute(tiny_model, big, tiling, precision="fp32")
+    (entry,) = cache.entries()
+    meta = entry / "features" / "3" / "zarr.json"
+    data = json.loads(meta.read_text())
+    data["shape"][-1] = 10_000_000
+    meta.write_text(json.dumps(data))
+    calls = EncoderCalls(tiny_model)
+    emb = cache.get_or_compute(tiny_model, big, tiling, precision="fp32")
+    assert calls.n == 9 and emb["features"]["3"].shape[-1] != 10_000_000

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -131,10 +132,13 @@ class EmbeddingCache:
         precision = resolve_precision(precision, model.device)
         key = self.key(model, rgb, tiling, precision)
         final = self.path(key)
-        if final.exists():
+        expected = _expected_entry(model, rgb, tiling)
+        if final.is_symlink() or (final.exists() and not final.is_dir()):
+            final.unlink()  # never follow or read what we did not write
+        elif final.exists():
             try:
-                return _read_entry(final)
-            except Exception:  # a damaged entry: drop it and compute again
+                return _read_entry(final, expected)
+            except Exception:  # a damaged or foreign entry: drop it and compute again
                 shutil.rmtree(final, ignore_errors=True)
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
@@ -143,7 +147,7 @@ class EmbeddingCache:
             try:
                 os.replace(tmp, final)
             except OSError:
-                if not final.exists():  # another process may have won the race
+                if not final.is_dir() or final.is_symlink():  # another process may have won
                     raise
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -154,7 +158,7 @@ class EmbeddingCache:
             raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return _read_entry(final)
+        return _read_entry(final, expected)
 
     def size_bytes(self) -> int:
         if not self.root.exists():
@@ -208,14 +212,73 @@ def _write_entry(path: Path, model, rgb, tiling: Tiling, precision: str, progres
         progress(n_tiles, n_tiles)
 
 
-def _read_entry(path: Path) -> dict:
+@dataclass(frozen=True)
+class _Expected:
+    """What an entry for one image, model and tiling must look like (checked before reading)."""
+
+    features: tuple[int, ...]  # (1, C, h, w) of one encoder output
+    image_shape: tuple[int, int]
+    img_size: int
+    tiling: Tiling
+    n_tiles: int
+
+
+def _expected_entry(model, rgb: np.ndarray, tiling: Tiling) -> _Expected:
+    pe = model.sam.prompt_encoder
+    n_tiles = 0
+    if tiling.tile_shape is not None:
+        pairs = zip(rgb.shape[:2], tiling.tile_shape, strict=True)
+        n_tiles = math.prod(-(-s // t) for s, t in pairs)
+    return _Expected((1, int(pe.embed_dim), *map(int, pe.image_embedding_size)),
+                     tuple(int(s) for s in rgb.shape[:2]), int(model.img_size), tiling, n_tiles)
+
+
+def _check_sizes(attrs, original: tuple[int, int] | None, img_size: int, limit) -> tuple:
+    """``input_size``/``original_size`` attributes: two positive ints each, within bounds."""
+    sizes = []
+    for name in ("input_size", "original_size"):
+        value = attrs.get(name)
+        if not (isinstance(value, list) and len(value) == 2
+                and all(type(v) is int and 0 < v for v in value)):
+            raise ValueError(f"bad {name}: {value!r}")
+        sizes.append(tuple(value))
+    input_size, original_size = sizes
+    if max(input_size) > img_size or (original and original_size != original) \
+            or any(o > b for o, b in zip(original_size, limit, strict=True)):
+        raise ValueError(f"sizes {input_size}, {original_size} do not fit this image")
+    return list(input_size), list(original_size)
+
+
+def _check_array(array, shape: tuple[int, ...]) -> None:
+    import zarr
+
+    if not isinstance(array, zarr.Array) or tuple(array.shape) != shape \
+            or np.dtype(array.dtype) != np.float32:
+        raise ValueError(f"features {getattr(array, 'shape', '?')} are not {shape} float32")
+
+
+def _read_entry(path: Path, expected: _Expected) -> dict:
+    """Open an entry after checking its metadata against ``expected`` (shapes, dtype, sizes),
+    so a foreign or damaged entry is refused before any data is read."""
     import zarr
 
     root = zarr.open_group(str(path), mode="r")
-    if root.attrs.get("input_size") is None:
-        return {"features": root["features"], "input_size": None, "original_size": None}
-    return {
-        "features": root["features"][:],
-        "input_size": list(root.attrs["input_size"]),
-        "original_size": list(root.attrs["original_size"]),
-    }
+    features = root["features"]
+    if expected.tiling.tile_shape is None:
+        _check_array(features, expected.features)
+        sizes = _check_sizes(root.attrs, expected.image_shape, expected.img_size,
+                             expected.image_shape)
+        return {"features": features[:], "input_size": sizes[0], "original_size": sizes[1]}
+    tiling = expected.tiling
+    attrs = features.attrs
+    if [attrs.get("shape"), attrs.get("tile_shape"), attrs.get("halo")] != [
+            list(expected.image_shape), list(tiling.tile_shape), list(tiling.halo)]:
+        raise ValueError("tiling attributes do not match")
+    limit = [t + 2 * h for t, h in zip(tiling.tile_shape, tiling.halo, strict=True)]
+    for tile_id in range(expected.n_tiles):
+        tile = features[str(tile_id)]
+        _check_array(tile, expected.features)
+        _check_sizes(tile.attrs, None, expected.img_size, limit)
+    if len(list(features.keys())) != expected.n_tiles:
+        raise ValueError("unexpected tiles")
+    return {"features": features, "input_size": None, "original_size": None}
