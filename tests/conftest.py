@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,12 +21,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def web_server():
-    """A reachable HTTP server on loopback that is not a Ray dashboard (stopped by its PID)."""
+@contextlib.contextmanager
+def serve_directory(directory: Path):
+    """A plain HTTP server for ``directory`` on loopback; yields its URL, stopped by its PID."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
-                             "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             "127.0.0.1", "--directory", str(directory)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
         for _ in range(100):
@@ -36,6 +39,13 @@ def web_server():
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+@pytest.fixture(scope="module")
+def web_server(tmp_path_factory):
+    """A reachable HTTP server on loopback that is not a Ray dashboard."""
+    with serve_directory(tmp_path_factory.mktemp("www")) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

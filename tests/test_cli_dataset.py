@@ -98,3 +98,60 @@ def test_info_in_a_subprocess(tmp_path):
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "samples:      2" in done.stdout and "content hash" in done.stdout
+
+
+def _tzcyx(tmp_path: Path) -> tuple[Path, Path]:
+    """One T, Z, C, Y, X TIFF (2, 3, 2, 32, 40) and its T, Z, Y, X labels; plane (1, 2) empty."""
+    imgs, labs = tmp_path / "images", tmp_path / "labels"
+    imgs.mkdir()
+    labs.mkdir()
+    rng = np.random.default_rng(7)
+    image = rng.normal(50, 5, (2, 3, 2, 32, 40)).astype(np.float32)
+    labels = np.zeros((2, 3, 32, 40), np.uint16)
+    for t in range(2):
+        for z in range(3):
+            if (t, z) == (1, 2):
+                continue
+            labels[t, z, 4 + 3 * z:14 + 3 * z, 5 + 10 * t:15 + 10 * t] = 1
+            labels[t, z, 20:28, 25:35] = 2
+            image[t, z, 1][labels[t, z] > 0] = 150  # the objects glow in channel 1
+    tifffile.imwrite(imgs / "movie.tif", image)
+    tifffile.imwrite(labs / "movie_masks.tif", labels)
+    assert tifffile.imread(imgs / "movie.tif").shape == (2, 3, 2, 32, 40)
+    return imgs, labs
+
+
+@pytest.mark.parametrize("axes", [["0", "1"], ["0,1"]])
+def test_create_from_a_5d_stack_with_two_stack_axes(tmp_path, capsys, axes):
+    imgs, labs = _tzcyx(tmp_path)
+    out = tmp_path / "set"
+    assert cli.main(["dataset", "create", "--images", str(imgs), "--labels", str(labs),
+                     "--out", str(out), "--stack-axis", *axes, "--channel-axis", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "skipped: movie.tif: planes [(1, 2)] have no objects" in text, text
+    samples = json.loads((out / "manifest.json").read_text())["samples"]
+    assert sorted(s["plane"] for s in samples) == [0, 1, 2, 3, 4]  # t * Z + z, (1, 2) skipped
+    assert all(s["shape"][-2:] == [32, 40] and s["n_objects"] == 2 for s in samples), samples
+    assert cli.main(["dataset", "validate", str(out)]) == 0
+    # without --stack-axis / --channel-axis both are inferred from the labels' shape
+    assert cli.main(["dataset", "create", "--images", str(imgs), "--labels", str(labs),
+                     "--out", str(tmp_path / "inferred")]) == 0
+    again = json.loads((tmp_path / "inferred" / "manifest.json").read_text())["samples"]
+    assert [s["image_sha256"] for s in again] == [s["image_sha256"] for s in samples]
+
+
+def test_create_with_a_wrong_stack_axis_says_which(tmp_path, capsys):
+    imgs, labs = _tzcyx(tmp_path)
+    args = ["dataset", "create", "--images", str(imgs), "--labels", str(labs)]
+    assert cli.main([*args, "--out", str(tmp_path / "a"), "--stack-axis", "0", "7"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "movie.tif" in err and "stack axis 7 does not exist" \
+        in err and "use 0..4" in err, err
+    # the channel axis named as a stack axis: the shared checks explain
+    assert cli.main([*args, "--out", str(tmp_path / "b"), "--stack-axis", "0", "1",
+                     "--channel-axis", "1"]) == 2
+    assert "same axis" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # not a number: argparse's usage error
+        cli.main([*args, "--out", str(tmp_path / "c"), "--stack-axis", "z"])
+    assert info.value.code == 2 and "not an axis number" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in "abc")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, serve_directory
 from napari_raysam.core.cluster import (
     ClusterError,
     ClusterProfile,
@@ -102,6 +102,20 @@ def test_unreachable_address_fails_fast():
 def test_a_web_server_that_is_not_ray(web_server):
     with pytest.raises(ClusterError, match="not a Ray dashboard"):
         probe(web_server, {}, timeout=3)
+
+
+def test_a_dashboard_without_jobs_api(tmp_path):
+    """A head that answers /api/version like Ray but has no /api/jobs/ (Ray without the
+    dashboard's job module, e.g. a minimal install): named, with the fix, before any upload."""
+    (tmp_path / "api").mkdir()
+    (tmp_path / "api" / "version").write_text('{"ray_version": "2.60.0", "version": "4"}')
+    with serve_directory(tmp_path) as url:
+        with pytest.raises(ClusterError, match=r"no working Jobs API \(HTTP 404\).*ray\[default\]"):
+            probe(url, {}, timeout=3)
+        profile = ClusterProfile(name="nojobs", address=url, storage=str(tmp_path / "store"))
+        with pytest.raises(ClusterError, match="no working Jobs API"):
+            connect(profile, timeout=3)
+    assert not (tmp_path / "store").exists()
 
 
 TOKEN = "rstest" + secrets.token_hex(16)

@@ -309,3 +309,16 @@ def test_cli_cluster_start_refuses_whitespace_token(monkeypatch, capsys):
     assert "whitespace" in err and "tok en" not in err
     config = Path(os.environ["NAPARI_RAYSAM_CONFIG"])
     assert not list(config.rglob("*.json")) if config.exists() else True  # no head recorded
+
+
+def test_cli_submit_refuses_a_run_name(small_set, tmp_path, capsys):
+    """Row 72: submit always names its run itself (a reused name would mix two runs' files)."""
+    from napari_raysam import cli
+
+    store = tmp_path / "store"
+    argv = ["submit", str(small_set), "--address", "local", "--storage", str(store),
+            "--name", "mine"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "fresh run name; drop --name" in err and "Traceback" not in err
+    assert not store.exists()

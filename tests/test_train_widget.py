@@ -129,6 +129,37 @@ def test_cancel_mid_run_leaves_the_cluster_clean(qtbot, make_napari_viewer, head
     qtbot.waitUntil(lambda: not (workers & _train_worker_pids(head[1].pid)), timeout=30_000)
 
 
+def test_cancelled_run_fetches_its_last_checkpoint_as_partial(qtbot, make_napari_viewer, head,
+                                                              tmp_path):
+    from napari_raysam.core.models import load_model
+    from napari_raysam.core.run_index import list_registered_models
+
+    viewer = make_napari_viewer()
+    dock = _start_long_run(qtbot, viewer, head, tmp_path)
+    name = dock.record.name
+    run_dir = tmp_path / "storage" / "runs" / name
+    qtbot.waitUntil(lambda: any(run_dir.glob("checkpoint_epoch_*/*.pt")), timeout=60_000)
+    assert not dock.fetch_button.isEnabled()  # still running: nothing to fetch yet
+    dock.cancel()
+    qtbot.waitUntil(lambda: dock.fetch_button.isEnabled(), timeout=30_000)
+    assert dock.index.get(name).state == "STOPPED"
+    assert dock.fetch_button.text() == "Fetch last checkpoint"
+    assert dock.runs_combo.currentData() == name
+    dock.fetch_button.click()  # the dock's own button, through its worker
+    qtbot.waitUntil(lambda: dock.model is not None or "rror" in dock.status.text(),
+                    timeout=60_000)
+    model = dock.model
+    assert model is not None, dock.status.text()
+    assert model.partial and model.epoch >= 1 and model.name == f"{name}.partial-epoch{model.epoch}"
+    assert [m.name for m in list_registered_models()] == [model.name]  # registered
+    assert f"(partial: last checkpoint, epoch {model.epoch})" in dock.result.text()
+    assert f"partial: last checkpoint, epoch {model.epoch}" in dock.status.text()
+    assert dock.use_button.isEnabled() and dock.use_button.text() == \
+        f"Use in Segment (partial, epoch {model.epoch})"
+    loaded = load_model(f"run:{model.name}", device="cpu")
+    assert loaded.lineage["partial"] is True and loaded.lineage["run_state"] == "STOPPED"
+
+
 def test_new_dock_reattaches_and_replays(qtbot, make_napari_viewer, head, tmp_path):
     from napari_raysam._qt.train_widget import TrainWidget
 
