@@ -3,10 +3,12 @@
 vit_b with random weights (weights do not change the cost) on a 1024 px sample image and on a
 2048 px image tiled like micro-sam (tile 768, halo 128: 9 encoder calls). Variants of ours: the
 precision the Segment path picks here (``auto``; fp32 too when auto differs), bf16 autocast, one
-thread, and channels-last input (encoder only, vs the same without). Each run writes a fresh
-cache, as a first open does. Masks from bf16 vs fp32 embeddings are compared (IoU), which also
-warms both precisions up. Run: ``python benchmarks/embedding_compute.py [--smoke]`` (smoke:
-tiny, 256 px and a 512 px tiled image); the last line is
+thread, and the encoder alone: segment_anything's module with contiguous or channels-last input
+vs our fused pass (core.fast_encoder: SDPA with the relative-position mask, chunked). Each run
+writes a fresh cache, as a first open does. Masks from bf16 vs fp32 embeddings are compared
+(IoU), which also warms both precisions up.
+Run: ``python benchmarks/embedding_compute.py [--smoke]`` (smoke: tiny, 256 px and a 512 px
+tiled image); the last line is
 ``RATIO embedding_compute=<ours (auto) / micro-sam, whole image>``.
 """
 
@@ -22,6 +24,7 @@ import torch
 from _timing import bench_model, interleaved, machine, table
 from napari_raysam.core import segment
 from napari_raysam.core.embeddings import EmbeddingCache, Tiling, resolve_precision
+from napari_raysam.core.fast_encoder import run_encoder
 from napari_raysam.core.images import to_sam_rgb
 from napari_raysam.core.sample_data import make_sample
 
@@ -57,12 +60,15 @@ def ours(model, rgb, tmp, tiling: Tiling, precision: str, threads: int | None = 
         shutil.rmtree(out, ignore_errors=True)
 
 
-def encoder_only(model, rgb, layout=torch.contiguous_format):
-    """The encoder alone (no resize, no cache write) on an input tensor in ``layout``."""
+def encoder_only(model, rgb, layout=torch.contiguous_format, fused: bool = False):
+    """The encoder alone (no resize, no cache write) on an input tensor in ``layout``:
+    segment_anything's module, or our fused pass (``core.fast_encoder``, what ``encode`` runs)."""
     resized = model.predictor.transform.apply_image(rgb)
     x = torch.as_tensor(resized).permute(2, 0, 1)[None].float()
     with torch.inference_mode():
         x = model.sam.preprocess(x).contiguous(memory_format=layout)
+        if fused:
+            return run_encoder(model.sam.image_encoder, x)
         return model.sam.image_encoder(x)
 
 
@@ -99,6 +105,7 @@ def main() -> None:
             "ours fp32, 1 thread": lambda: ours(model, rgb, tmp, whole, "fp32", threads=1),
             "encoder only, contiguous": lambda: encoder_only(model, rgb),
             "encoder only, channels-last": lambda: encoder_only(model, rgb, torch.channels_last),
+            "encoder only, fused (ours)": lambda: encoder_only(model, rgb, fused=True),
         }
         if auto != "fp32":
             variants["ours fp32"] = lambda: ours(model, rgb, tmp, whole, "fp32")

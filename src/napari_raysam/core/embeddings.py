@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RaysamError
+from .fast_encoder import run_encoder
 from .images import POLICY_VERSION, pixel_hash
 
 Progress = Callable[[int, int], None]
@@ -86,7 +87,7 @@ def encode(model, rgb: np.ndarray, precision: str = "fp32") -> tuple[np.ndarray,
         dtype=dtype,
         enabled=dtype is not None,
     ):
-        features = model.sam.image_encoder(model.sam.preprocess(tensor))
+        features = run_encoder(model.sam.image_encoder, model.sam.preprocess(tensor))
     return (
         features.float().cpu().numpy(),
         [int(s) for s in resized.shape[:2]],

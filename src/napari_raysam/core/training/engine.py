@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fast_encoder import run_encoder
 from . import prompts
 from .losses import measured_iou, sam_loss
 
@@ -20,7 +21,7 @@ from .losses import measured_iou, sam_loss
 def encode(sam, rgb: torch.Tensor) -> torch.Tensor:
     """Image embeddings for a batch of (B, H, W, 3) uint8 tiles of the model's input size."""
     x = rgb.to(sam.device).permute(0, 3, 1, 2).float()
-    return sam.image_encoder(sam.preprocess(x))
+    return run_encoder(sam.image_encoder, sam.preprocess(x))  # fused path when no grad
 
 
 def decode(sam, embedding, points=None, boxes=None, mask_inputs=None, multimask=False):
