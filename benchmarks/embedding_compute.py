@@ -60,27 +60,45 @@ def ours(model, rgb, tmp, tiling: Tiling, precision: str, threads: int | None = 
         shutil.rmtree(out, ignore_errors=True)
 
 
-def encoder_only(model, rgb, layout=torch.contiguous_format, fused: bool = False):
+def encoder_only(model, rgb, layout=torch.contiguous_format, run=None):
     """The encoder alone (no resize, no cache write) on an input tensor in ``layout``:
-    segment_anything's module, or our fused pass (``core.fast_encoder``, what ``encode`` runs)."""
+    segment_anything's module, or ``run(x)`` (e.g. our fused pass, what ``encode`` runs)."""
     resized = model.predictor.transform.apply_image(rgb)
     x = torch.as_tensor(resized).permute(2, 0, 1)[None].float()
     with torch.inference_mode():
         x = model.sam.preprocess(x).contiguous(memory_format=layout)
-        if fused:
-            return run_encoder(model.sam.image_encoder, x)
-        return model.sam.image_encoder(x)
+        return (run or model.sam.image_encoder)(x)
+
+
+def mask_iou(model, emb_a: dict, emb_b: dict) -> float:
+    """IoU of the point-prompt masks from two embeddings of the same image."""
+    h, w = emb_a["original_size"]
+    a, b = (segment.segment(model, e, [[h * 0.45, w * 0.4]], [1]) for e in (emb_a, emb_b))
+    return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 def bf16_mask_iou(model, rgb, tmp) -> float:
     """IoU of a point-prompt mask from bf16 vs fp32 embeddings of the same image."""
-    masks = []
-    for precision in ("fp32", "bf16"):
-        emb = EmbeddingCache(fresh(tmp)).get_or_compute(model, rgb, Tiling(), precision=precision)
-        h, w = emb["original_size"]
-        masks.append(segment.segment(model, emb, [[h * 0.45, w * 0.4]], [1]))
-    a, b = masks
-    return float((a & b).sum() / max((a | b).sum(), 1))
+    fp32, bf16 = (EmbeddingCache(fresh(tmp)).get_or_compute(model, rgb, Tiling(), precision=p)
+                  for p in ("fp32", "bf16"))
+    return mask_iou(model, fp32, bf16)
+
+
+def int8_encoder(model):
+    """A copy of the encoder with int8 dynamically quantised linear layers (tried, not used)."""
+    import copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notice
+        return torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model.sam.image_encoder), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def int8_mask_iou(model, rgb, encoder, tmp) -> float:
+    fp32 = EmbeddingCache(fresh(tmp)).get_or_compute(model, rgb, Tiling(), precision="fp32")
+    features = encoder_only(model, rgb, run=encoder)
+    return mask_iou(model, fp32, dict(fp32, features=features.numpy()))
 
 
 def main() -> None:
@@ -98,6 +116,8 @@ def main() -> None:
         rgb = to_sam_rgb(make_sample((size, size), seed=0).image)
         whole = Tiling()
         iou = bf16_mask_iou(model, rgb, tmp)  # also the warm-up of both precisions
+        q8 = int8_encoder(model)
+        iou8 = int8_mask_iou(model, rgb, q8, tmp)
         variants = {
             "micro-sam precompute": lambda: reference(model, rgb, tmp, whole),
             f"ours auto ({auto})": lambda: ours(model, rgb, tmp, whole, "auto"),
@@ -105,7 +125,9 @@ def main() -> None:
             "ours fp32, 1 thread": lambda: ours(model, rgb, tmp, whole, "fp32", threads=1),
             "encoder only, contiguous": lambda: encoder_only(model, rgb),
             "encoder only, channels-last": lambda: encoder_only(model, rgb, torch.channels_last),
-            "encoder only, fused (ours)": lambda: encoder_only(model, rgb, fused=True),
+            "encoder only, fused (ours)": lambda: encoder_only(
+                model, rgb, run=lambda x: run_encoder(model.sam.image_encoder, x)),
+            "encoder only, int8 linears (not used)": lambda: encoder_only(model, rgb, run=q8),
         }
         if auto != "fp32":
             variants["ours fp32"] = lambda: ours(model, rgb, tmp, whole, "fp32")
@@ -133,6 +155,7 @@ def main() -> None:
           f"interleaved repeats; tiled: {args.tiled_repeats}")
     print(table(["image", "variant", "seconds", "ratio vs micro-sam"], rows))
     print(f"mask IoU, bf16 vs fp32 embeddings (point prompt): {iou:.4f}")
+    print(f"mask IoU, int8-linear vs fp32 embeddings (point prompt): {iou8:.4f}")
     print(f"RATIO embedding_compute={headline:.3f}")
 
 
