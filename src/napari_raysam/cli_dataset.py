@@ -30,6 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="fraction of images held out for validation (default 0.2)")
     create.add_argument("--channel-axis", type=int, default=None, metavar="AXIS",
                         help="image axis holding channels (default: inferred from the labels)")
+    create.add_argument("--stack-axis", type=_axes, nargs="+", default=None, metavar="AXIS",
+                        help="image axis (or axes) holding the planes, e.g. `--stack-axis 0 1` "
+                        "(or 0,1) for T, Z, C, Y, X stacks (default: every axis before Y, X "
+                        "except the channel axis)")
     create.add_argument("--allow-duplicates", action="store_true",
                         help="also add images whose pixels are already in the set")
     create.set_defaults(func=_create)
@@ -44,11 +48,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_info)
 
 
+def _axes(text: str) -> list[int]:
+    """One --stack-axis word: '0' or '0,1'."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an axis number; write axes like `--stack-axis 0 1`") from None
+
+
 def _create(args: argparse.Namespace) -> int:
     from napari_raysam.core.dataset import execute_plan, inputs_from_folders, plan_write
 
+    stack = None if args.stack_axis is None else [a for word in args.stack_axis for a in word]
     inputs, skipped = inputs_from_folders(args.images, args.labels, args.pattern,
-                                          args.channel_axis)
+                                          args.channel_axis, stack)
     for note in skipped:
         print(f"skipped: {note}")
     plan = plan_write(args.out, inputs, mode="append" if args.append else "new",

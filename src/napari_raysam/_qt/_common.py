@@ -53,6 +53,18 @@ def parse_channels(text: str) -> tuple[int, ...] | None:
         ) from None
 
 
+def spin(cls, low, high, value, step=None, decimals=None):
+    """A QSpinBox/QDoubleSpinBox with its range, value and (optional) step and decimals."""
+    box = cls()
+    box.setRange(low, high)
+    if decimals is not None:
+        box.setDecimals(decimals)
+    if step is not None:
+        box.setSingleStep(step)
+    box.setValue(value)
+    return box
+
+
 def show_status(label: QLabel, message: str, error: bool = False) -> None:
     label.setText(message)
     label.setStyleSheet("color: #e05050;" if error else "")

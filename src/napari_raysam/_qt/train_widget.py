@@ -29,22 +29,12 @@ from ..core.cluster import ClusterProfile, ProfileStore, connect
 from ..core.errors import RaysamError
 from ..core.local_head import LocalHead
 from ..core.run_index import RunIndex
+from ..core.run_text import epoch_text, fetch_action, model_label, model_summary, use_label
 from ..core.training.config import MODES
-from ._common import StreamThread, run_in_worker, show_status
+from ._common import StreamThread, run_in_worker, show_status, spin
 from .metrics_plot import MetricsPlot
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def _spin(cls, low, high, value, step=None, decimals=None):
-    box = cls()
-    box.setRange(low, high)
-    if decimals is not None:
-        box.setDecimals(decimals)
-    if step is not None:
-        box.setSingleStep(step)
-    box.setValue(value)
-    return box
 
 
 class TrainWidget(QWidget):
@@ -79,16 +69,18 @@ class TrainWidget(QWidget):
         self.model_edit = QLineEdit()
         self.mode_combo = QComboBox()
         self.mode_combo.addItems(MODES)
-        self.epochs = _spin(QSpinBox, 1, 10_000, 5)
-        self.workers_spin = _spin(QSpinBox, 1, 1024, 1)
-        self.gpus = _spin(QDoubleSpinBox, 0, 16, 0, step=0.5, decimals=2)
-        self.lr = _spin(QDoubleSpinBox, 1e-6, 1.0, 1e-4, step=1e-4, decimals=6)
-        self.objects = _spin(QSpinBox, 1, 256, 8)
+        self.epochs = spin(QSpinBox, 1, 10_000, 5)
+        self.workers_spin = spin(QSpinBox, 1, 1024, 1)
+        self.gpus = spin(QDoubleSpinBox, 0, 16, 0, step=0.5, decimals=2)
+        self.lr = spin(QDoubleSpinBox, 1e-6, 1.0, 1e-4, step=1e-4, decimals=6)
+        self.objects = spin(QSpinBox, 1, 256, 8)
         self.start_button = QPushButton("Start")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.runs_combo = QComboBox()
         self.reattach_button = QPushButton("Re-attach")
+        self.fetch_button = QPushButton("Fetch")  # a FAILED/STOPPED run: its last checkpoint
+        self.fetch_button.setEnabled(False)
 
         self.plot = MetricsPlot()
         self.progress_bar = QProgressBar()
@@ -129,7 +121,7 @@ class TrainWidget(QWidget):
             form.addRow(label, widget)
         run_row = QHBoxLayout()
         for widget in (self.start_button, self.cancel_button, self.runs_combo,
-                       self.reattach_button):
+                       self.reattach_button, self.fetch_button):
             run_row.addWidget(widget)
         layout = QVBoxLayout(self)
         layout.addLayout(cluster)
@@ -149,6 +141,8 @@ class TrainWidget(QWidget):
         self.start_button.clicked.connect(lambda: self.start())
         self.cancel_button.clicked.connect(lambda: self.cancel())
         self.reattach_button.clicked.connect(lambda: self.reattach())
+        self.fetch_button.clicked.connect(lambda: self.fetch())
+        self.runs_combo.currentIndexChanged.connect(lambda _i: self._show_fetch())
         self.use_button.clicked.connect(lambda: self.use_in_segment())
         # closing the dock (or napari) leaves runs going; stop delivering to deleted widgets
         self.destroyed.connect(lambda *_: self._detach_workers())
@@ -256,8 +250,7 @@ class TrainWidget(QWidget):
             self.plot.add(event)
             self.progress_bar.setRange(0, int(event.get("epochs") or 1))
             self.progress_bar.setValue(int(event["epoch"]))
-            show_status(self.status, f"Epoch {event['epoch']}/{event.get('epochs')}: val box "
-                        f"mIoU {event.get('val_miou_box', 0):.3f}")
+            show_status(self.status, epoch_text(event))
         elif kind == "log":  # Ray colours its log lines: drop the terminal escape codes
             self.log_view.appendPlainText(ANSI.sub("", event.get("line", "")))
         elif kind == "status":
@@ -277,25 +270,25 @@ class TrainWidget(QWidget):
                         "the local cluster.", error=True)
             self.cancel_button.setEnabled(False)
 
-    def fetch(self, record):
-        return self._run(runs.fetch, (record, None, self.index), self._on_fetched,
+    def fetch(self, record=None, partial: bool | None = None):
+        """Fetch the model of ``record`` (default: the selected run); of a FAILED/STOPPED run
+        (or with ``partial``) its last checkpoint, registered as ``<run>.partial-epoch<N>``."""
+        name = record.name if record is not None else self.runs_combo.currentData()
+        record = self._guard(lambda: self.index.get(name)) if name else None  # its latest state
+        if record is None:
+            return None
+        partial = (fetch_action(record.state) or ("", False))[1] if partial is None else partial
+        return self._run(runs.fetch, (record, None, self.index, partial), self._on_fetched,
+                         "Fetching the last checkpoint..." if partial else
                          "Fetching the checkpoint...")
 
     def _on_fetched(self, model) -> None:
         self.model = model
-        before, after = model.metrics.get("before") or {}, model.metrics.get("after") or {}
-        lines = [f"val {name} mIoU {before.get(key, float('nan')):.2f} -> "
-                 f"{after.get(key, float('nan')):.2f}"
-                 for name, key in (("point", "val_miou_point"), ("box", "val_miou_box"),
-                                   ("corrected", "val_miou_corrected"))]
-        verdict = ""
-        if after.get("val_miou_box", 0) < before.get("val_miou_box", 0):
-            verdict = "\nFine-tuning made the model WORSE on the held-out images; keep the base."
-        self.result.setText(f"Model run:{model.name}: " + "; ".join(lines) + verdict
-                            + f"\nCheckpoint: {model.path}")
+        self.result.setText(model_summary(model))
+        self.use_button.setText(use_label(model))
         self.use_button.setEnabled(True)
         self.refresh_runs()
-        show_status(self.status, f"Fetched and registered as run:{model.name}.")
+        show_status(self.status, f"Fetched and registered as {model_label(model)}.")
         if self.auto_use.isChecked():
             self.use_in_segment()
 
@@ -303,14 +296,27 @@ class TrainWidget(QWidget):
         if self.record is None:
             return None
         return self._run(runs.cancel, (self.record, self.index, 15.0, self.head),
-                         lambda rec: show_status(self.status, f"{rec.name}: {rec.state} "
-                                                 "(last checkpoint kept, marked partial)."),
+                         lambda rec: (self.refresh_runs(), show_status(
+                             self.status, f"{rec.name}: {rec.state} (its last checkpoint is "
+                             "kept: 'Fetch last checkpoint' makes it a model).")),
                          "Cancelling...")
 
     def refresh_runs(self) -> None:
+        self.runs_combo.blockSignals(True)
         self.runs_combo.clear()
         for record in reversed(self.index.list()):
             self.runs_combo.addItem(f"{record.name} [{record.state}]", record.name)
+        if self.record is not None and self.runs_combo.findData(self.record.name) >= 0:
+            self.runs_combo.setCurrentIndex(self.runs_combo.findData(self.record.name))
+        self.runs_combo.blockSignals(False)
+        self._show_fetch()
+
+    def _show_fetch(self) -> None:
+        """The Fetch button of the selected run: "Fetch last checkpoint" once it FAILED/STOPPED."""
+        states = {r.name: r.state for r in self.index.list()}
+        action = fetch_action(states.get(self.runs_combo.currentData()))
+        self.fetch_button.setText(action[0] if action else "Fetch")
+        self.fetch_button.setEnabled(action is not None)
 
     def reattach(self, name: str | None = None) -> None:
         """Follow a known run again (after napari restarted), replaying its metrics."""
@@ -329,7 +335,7 @@ class TrainWidget(QWidget):
             if hasattr(widget, "model_combo"):
                 widget.model_combo.setCurrentText(f"run:{self.model.name}")
                 widget._on_model_change()
-                show_status(self.status, f"The Segment dock now uses {self.model.name}.")
+                show_status(self.status, f"The Segment dock now uses {model_label(self.model)}.")
                 return True
         show_status(self.status, f"Open the Segment dock and pick run:{self.model.name}.")
         return False

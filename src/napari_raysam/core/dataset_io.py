@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -94,12 +94,14 @@ def pair_files(
     return pairs
 
 
-def _channel_axis(image_shape: tuple, labels_shape: tuple, source: str) -> int | None:
-    """Find the image axis that holds channels: the one whose removal gives the labels shape."""
+def _channel_axis(image_shape: tuple, labels_shape: tuple, source: str,
+                  exclude: tuple[int, ...] = ()) -> int | None:
+    """Find the image axis that holds channels: the one whose removal gives the labels shape
+    (``exclude``: axes known not to hold channels, e.g. the stack axes)."""
     if len(image_shape) == 3 and image_shape[-1] == 3 and image_shape[:2] == labels_shape:
         return None  # RGB
-    axes = [i for i in range(len(image_shape))
-            if image_shape[:i] + image_shape[i + 1:] == labels_shape]
+    axes = [i for i in range(len(image_shape)) if i not in exclude
+            and image_shape[:i] + image_shape[i + 1:] == labels_shape]
     if len(axes) > 1:
         small = [i for i in (0, len(image_shape) - 1) if i in axes and image_shape[i] <= 16]
         axes = small if len(small) == 1 else axes
@@ -111,11 +113,45 @@ def _channel_axis(image_shape: tuple, labels_shape: tuple, source: str) -> int |
     return axes[0]
 
 
+def _inferred_channel_axis(image_shape: tuple, labels_shape: tuple, source: str,
+                           channel_axis: int | None, exclude: tuple[int, ...] = ()) -> int | None:
+    """``channel_axis`` if given (normalised), else the image axis the labels lack, or the one
+    where they keep length 1 (napari's objects layer of a T, Z, C, Y, X image); else None."""
+    ndim = len(image_shape)
+    if channel_axis is not None:
+        return channel_axis % ndim if -ndim <= channel_axis < ndim else channel_axis
+    if ndim == len(labels_shape) + 1:
+        return _channel_axis(image_shape, labels_shape, source, exclude)
+    kept = [i for i in range(ndim) if i not in exclude and labels_shape[i] == 1 != image_shape[i]]
+    return kept[0] if ndim == len(labels_shape) and len(kept) == 1 else None
+
+
+def _stack_axes(stack_axis: int | Sequence[int], ndim: int, source: str) -> tuple[int, ...]:
+    """The stack axes as non-negative ints; a wrong axis raises DatasetError naming the file."""
+    axes = (stack_axis,) if isinstance(stack_axis, int | np.integer) else tuple(stack_axis)
+    bad = [a for a in axes if not -ndim <= int(a) < ndim]
+    if bad:
+        raise DatasetError(
+            f"{source}: stack axis {bad[0]} does not exist for a {ndim}D image; use 0..{ndim - 1} "
+            f"(e.g. --stack-axis 0 1 for a T, Z, C, Y, X stack)."
+        )
+    return tuple(int(a) % ndim for a in axes)
+
+
 def arrays_to_inputs(
-    image: np.ndarray, labels: np.ndarray, source: str, channel_axis: int | None = None
-) -> tuple[list[SampleInput], list[int]]:
-    """Inputs from one image file's arrays: 2D, 2D + channels, or a stack along axis 0."""
+    image: np.ndarray, labels: np.ndarray, source: str, channel_axis: int | None = None,
+    stack_axis: int | Sequence[int] | None = None,
+) -> tuple[list[SampleInput], list]:
+    """Inputs from one image file's arrays: 2D, 2D + channels, or a stack of planes.
+
+    ``stack_axis``: the image axis (or axes, e.g. ``(0, 1)`` for T, Z, C, Y, X) holding the
+    planes; None infers it: every axis before the last two that is not the channel axis.
+    """
     image_shape, labels_shape = tuple(image.shape), tuple(labels.shape)
+    if stack_axis is not None:
+        sa = _stack_axes(stack_axis, image.ndim, source)
+        ca = _inferred_channel_axis(image_shape, labels_shape, source, channel_axis, sa)
+        return planes_to_inputs(image, labels, source, sa if len(sa) != 1 else sa[0], ca)
     if labels.ndim == 2:
         if image.ndim == 2:
             return planes_to_inputs(image, labels, source, None)
@@ -124,10 +160,10 @@ def arrays_to_inputs(
         return planes_to_inputs(image, labels, source, None, ca)
     if labels.ndim == 3 and image.ndim == 3 and labels.shape[-1] not in (3, 4):
         return planes_to_inputs(image, labels, source, 0, channel_axis)
-    if labels.ndim == 3 and image.ndim == 4:
-        ca = channel_axis if channel_axis is not None else \
-            _channel_axis(image_shape, labels_shape, source)
-        return planes_to_inputs(image, labels, source, 0 if ca != 0 else 1, ca)
+    if labels.ndim >= 3 and (image.ndim == labels.ndim + 1 or image.ndim == labels.ndim >= 4):
+        ca = _inferred_channel_axis(image_shape, labels_shape, source, channel_axis)
+        rest = [i for i in range(image.ndim) if i != ca][:-2]  # every axis before Y, X
+        return planes_to_inputs(image, labels, source, rest[0] if len(rest) == 1 else rest, ca)
     # let the shared checks explain (RGB labels, wrong dimensionality, ...)
     return planes_to_inputs(image, labels, source, None, channel_axis)
 
@@ -137,6 +173,7 @@ def inputs_from_folders(
     labels_dir: str | Path,
     pattern: str | None = None,
     channel_axis: int | None = None,
+    stack_axis: int | Sequence[int] | None = None,
 ) -> tuple[list[SampleInput], list[str]]:
     """Read paired TIFFs into inputs; returns (inputs, notes on skipped planes without objects)."""
     import tifffile
@@ -149,7 +186,8 @@ def inputs_from_folders(
             raise DatasetError(
                 f"Cannot read {image_path} / {labels_path} as TIFF ({exc}); check the files."
             ) from exc
-        new, empty = arrays_to_inputs(image, labels, str(image_path), channel_axis)
+        new, empty = arrays_to_inputs(image, labels, str(image_path), channel_axis,
+                                      stack_axis)
         inputs += new
         if empty:
             skipped.append(f"{image_path.name}: planes {empty} have no objects")
@@ -167,8 +205,9 @@ def create_from_folders(
     allow_duplicates: bool = False,
     channel_axis: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    stack_axis: int | Sequence[int] | None = None,
 ) -> TrainingSet:
     """Pair TIFFs in two folders (see :func:`pair_files`) and write them as a training set."""
-    inputs, _ = inputs_from_folders(images_dir, labels_dir, pattern, channel_axis)
+    inputs, _ = inputs_from_folders(images_dir, labels_dir, pattern, channel_axis, stack_axis)
     return write_dataset(dest, inputs, mode=mode, seed=seed, val_fraction=val_fraction,
                          allow_duplicates=allow_duplicates, progress=progress)
