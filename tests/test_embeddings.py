@@ -12,11 +12,12 @@ from napari_raysam.core.sample_data import make_sample
 
 
 class EncoderCalls:
-    """Counts image-encoder forward passes of a model."""
+    """Counts image-encoder passes of a model (at its patch embedding, which both the module's
+    forward and our fused pass run once per image)."""
 
     def __init__(self, model):
         self.n = 0
-        self.handle = model.sam.image_encoder.register_forward_hook(self._hook)
+        self.handle = model.sam.image_encoder.patch_embed.register_forward_hook(self._hook)
 
     def _hook(self, *args):
         self.n += 1
