@@ -30,6 +30,7 @@ from ._common import (
     preload_heavy_modules,
     run_in_worker,
     show_status,
+    warm_up_prompt_layer_types,
 )
 from .prompt_layers import PromptLayers
 
@@ -169,6 +170,7 @@ class SegmentWidget(QWidget):
         def work():
             from ..core.models import load_model
 
+            warm_up_prompt_layer_types()
             model = self.model
             if model is None or model.spec != spec:
                 model = load_model(spec)
