@@ -4,7 +4,7 @@ vit_b with random weights (weights do not change the cost) on a 1024 px sample i
 2048 px image tiled like micro-sam (tile 768, halo 128: 9 encoder calls). Variants of ours: the
 precision the Segment path picks here (``auto``; fp32 too when auto differs), bf16 autocast, one
 thread, and the encoder alone: segment_anything's module with contiguous or channels-last input
-vs our fused pass (core.fast_encoder: SDPA with the relative-position mask, chunked). Each run
+vs our fused pass (core.fast_encoder: row-wise global attention, SDPA for windows). Each run
 writes a fresh cache, as a first open does. Masks from bf16 vs fp32 embeddings are compared
 (IoU), which also warms both precisions up.
 Run: ``python benchmarks/embedding_compute.py [--smoke]`` (smoke: tiny, 256 px and a 512 px

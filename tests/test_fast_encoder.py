@@ -19,7 +19,7 @@ def _encoder(**overrides):
 
 
 @pytest.mark.parametrize("overrides", [{}, {"img_size": 512, "patch_size": 8, "window_size": 14}],
-                         ids=["tiny-16x16-grid", "vit-like-64x64-grid-padded-windows-chunks"])
+                         ids=["tiny-16x16-grid", "vit-like-64x64-grid-padded-windows-global"])
 def test_fast_encoder_matches_segment_anything(overrides):
     encoder = _encoder(**overrides)
     x = torch.randn(1, 3, encoder.img_size, encoder.img_size)

@@ -3,21 +3,26 @@
 segment_anything's attention materialises the full score matrix, then adds the decomposed
 relative-position terms through a broadcast whose result is laid out oddly (so the reshape that
 follows copies it again), then runs softmax and a second product. For the global-attention
-blocks at 1024 px that is 12 x 4096 x 4096 floats (805 MB) written three times. Here:
+blocks at 1024 px that is 12 x 4096 x 4096 floats (805 MB) streamed through memory several
+times. Here:
 
-- the relative-position terms become the ``attn_mask`` of ``scaled_dot_product_attention``
-  (its fused CPU kernel does the scaled product, the softmax and the value product blockwise);
-- for global attention the mask is built and consumed a few query rows at a time, so it stays
-  in cache instead of streaming through memory;
+- global attention runs one query row of the grid at a time (12 x 64 x 4096 scores, ~12 MB, so
+  it stays in cache): scores, the two relative-position terms added in place, an in-place
+  exponential, and the softmax's normalisation applied to the (64 x 64) output instead of the
+  scores;
+- window attention passes the relative-position terms as the ``attn_mask`` of
+  ``scaled_dot_product_attention`` (one fused kernel);
 - residual additions happen in place (no autograd here).
 
+Measured on vit_b at 1024 px (``benchmarks/embedding_compute.py``); tried and slower: SDPA with
+the mask for global attention too (per 1-64 rows), folding the terms into longer q/k vectors.
 Only inference uses this (``torch.is_grad_enabled()`` falls back to the module); encoders other
 than segment_anything's standard ``ImageEncoderViT`` are run unchanged (:func:`supports`).
 """
 
 from __future__ import annotations
 
-ROWS_PER_CHUNK = 16  # query rows per global-attention chunk (of 1, 4, 8, 16, 32, 64: fastest)
+GLOBAL = 1024  # more tokens than this: attention one grid row at a time
 
 
 def supports(encoder) -> bool:
@@ -59,7 +64,7 @@ def _block(block, x):
 
 
 def _attention(attn, x):
-    """segment_anything's ``Attention.forward`` on (B, H, W, C) through fused SDPA."""
+    """segment_anything's ``Attention.forward`` on (B, H, W, C)."""
     import torch
     import torch.nn.functional as F
     from segment_anything.modeling.image_encoder import get_rel_pos
@@ -73,20 +78,34 @@ def _attention(attn, x):
         out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
     else:
         r_q = q.reshape(b * heads, h, w, d)
-        # SAM adds q . R (q unscaled) to the scaled scores; contiguous so the mask views work
+        # SAM adds q . R (q unscaled) to the scaled scores
         rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(h, h, attn.rel_pos_h))
         rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(w, w, attn.rel_pos_w))
-        rel_h = rel_h.reshape(b, heads, h, w, h).contiguous()
-        rel_w = rel_w.reshape(b, heads, h, w, w).contiguous()
-        q = q.contiguous()
-        rows = ROWS_PER_CHUNK if h * w > 1024 else h
-        out = torch.empty_like(q)
-        for r0 in range(0, h, rows):
-            r1 = min(r0 + rows, h)
-            mask = torch.empty(b, heads, r1 - r0, w, h, w, dtype=q.dtype, device=q.device)
-            torch.add(rel_h[:, :, r0:r1, :, :, None], rel_w[:, :, r0:r1, :, None, :], out=mask)
-            out[:, :, r0 * w:r1 * w] = F.scaled_dot_product_attention(
-                q[:, :, r0 * w:r1 * w], k, v,
-                attn_mask=mask.view(b, heads, (r1 - r0) * w, h * w), scale=attn.scale)
+        rel_h = rel_h.reshape(b, heads, h, w, h, 1).contiguous()
+        rel_w = rel_w.reshape(b, heads, h, w, 1, w).contiguous()
+        if h * w > GLOBAL:
+            out = _global_attention(q * attn.scale, k, v, rel_h, rel_w)
+        else:
+            mask = torch.add(rel_h, rel_w).view(b, heads, h * w, h * w)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
     out = out.transpose(1, 2).reshape(b, h, w, heads * d)
     return F.linear(out, attn.proj.weight, attn.proj.bias)
+
+
+def _global_attention(q, k, v, rel_h, rel_w):
+    """softmax(q k^T + rel_h + rel_w) v, one grid row of queries at a time (see module doc)."""
+    import torch
+
+    b, heads, h, w = rel_h.shape[:4]
+    k_t = k.transpose(-1, -2).contiguous()
+    v = v.contiguous()
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    for row in range(h):
+        rows = slice(row * w, (row + 1) * w)
+        scores = torch.matmul(q[:, :, rows], k_t)  # (B, heads, w, N)
+        grid = scores.view(b, heads, 1, w, h, w)
+        grid.add_(rel_h[:, :, row:row + 1]).add_(rel_w[:, :, row:row + 1])
+        scores.sub_(scores.amax(-1, keepdim=True)).exp_()
+        total = scores.sum(-1, keepdim=True)
+        out[:, :, rows] = torch.matmul(scores, v).div_(total)
+    return out
