@@ -3,7 +3,11 @@
 - vit_b embedding throughput (images/s, 1024 px), fp32 vs bf16 autocast, ours (``encode``) vs
   micro-sam's ``precompute_image_embeddings``;
 - prompt -> mask latency, our Segment path vs micro-sam's ``segment_from_points/_box``, and the
-  fast decoder under bf16 autocast (with mask IoU vs fp32).
+  fast decoder under bf16 autocast (with mask IoU vs fp32);
+- fine-tuning objects/s, full and decoder mode, fp32 vs bf16 autocast: our training step (the
+  ``SamStep`` a Ray worker runs, here in-process: Ray 1 worker / plain measured 1.03 on CPU) vs
+  micro-sam's ``SamTrainer`` (fp32 and its own mixed precision), same model, data, objects and
+  rounds (``training_throughput.py``'s harness).
 
 Random weights (the cost does not depend on them). ``--smoke`` runs the same code on CPU with the
 tiny model. Prints its table last and writes ``gpu_results.md`` + ``gpu_results.json`` under
@@ -27,7 +31,12 @@ from napari_raysam.core import segment  # noqa: E402
 from napari_raysam.core.embeddings import encode  # noqa: E402
 from napari_raysam.core.fast_decoder import fast_decoder_for  # noqa: E402
 from napari_raysam.core.images import to_sam_rgb  # noqa: E402
-from napari_raysam.core.models import LoadedModel, build_standard_sam, load_model  # noqa: E402
+from napari_raysam.core.models import (  # noqa: E402
+    LoadedModel,
+    build_standard_sam,
+    build_tiny_sam,
+    load_model,
+)
 from napari_raysam.core.sample_data import make_sample  # noqa: E402
 
 
@@ -38,6 +47,42 @@ def synced(fn, device: str):
             torch.cuda.synchronize()
         return out
     return call
+
+
+def training_rows(smoke: bool, device: str, results: dict) -> list[list]:
+    """Objects/s of fine-tuning steps: ours (fp32, bf16) vs micro-sam's trainer."""
+    import tempfile
+
+    from napari_raysam.core.sample_data import make_samples
+    from training_throughput import microsam_trainer, plain_loop
+
+    steps = 4 if smoke else 20
+    samples = make_samples(4, shape=(256, 256) if smoke else (512, 512), seed=1)
+
+    def model():
+        if smoke:
+            return build_tiny_sam(seed=0)
+        torch.manual_seed(0)
+        return build_standard_sam("vit_b")
+
+    speeds, threads = {}, torch.get_num_threads()  # the harness runs on one CPU thread
+    for mode in ("full", "decoder"):
+        for bf16 in (False, True):
+            speeds[f"ours {mode} {'bf16' if bf16 else 'fp32'}"] = plain_loop(
+                samples, mode, steps, model(), device, bf16)
+    with tempfile.TemporaryDirectory() as tmp:
+        for mixed in (False, True):
+            name = f"micro-sam trainer full {'mixed' if mixed else 'fp32'}"
+            try:
+                speeds[name] = microsam_trainer(samples, steps, Path(tmp) / name, model(),
+                                                device, mixed)
+            except Exception as exc:  # noqa: BLE001 - report and go on
+                print(f"{name} skipped: {type(exc).__name__}: {exc}")
+    torch.set_num_threads(threads)
+    results["training_objects_per_s"] = speeds
+    base = speeds.get("micro-sam trainer full fp32")
+    return [["fine-tuning", name, float("nan"), value, value / base if base else float("nan")]
+            for name, value in speeds.items()]
 
 
 def main() -> None:
@@ -101,13 +146,16 @@ def main() -> None:
     iou = float((fp32_mask & bf16_mask).sum() / max((fp32_mask | bf16_mask).sum(), 1))
     results["bf16_vs_fp32_point_mask_iou"] = iou
 
+    rows += training_rows(args.smoke, device, results)
+
     info = f"{machine()}; device {device}"
     if device == "cuda":
         info += f" ({torch.cuda.get_device_name()})"
     text = "\n".join([
         f"machine: {info}; {model.model_type} {size} px; medians of {enc_reps} (embedding) and "
         f"{dec_reps} (prompt) interleaved repeats",
-        table(["figure", "variant", "ms", "per s", "ratio vs micro-sam"], rows),
+        table(["figure", "variant", "ms", "per s (images, masks or objects)",
+               "ratio vs micro-sam (time; fine-tuning: speed)"], rows),
         f"point mask IoU, bf16 autocast vs fp32 decoder: {iou:.4f}",
         f"RATIO gpu_prompt_latency={dec['ours point'] / dec['micro-sam point']:.3f}",
     ])

@@ -30,32 +30,38 @@ from napari_raysam.core.training.trainable import setup_mode
 N_OBJ, ROUNDS = 8, 3
 
 
-def plain_loop(samples, mode: str, steps: int) -> float:
-    """Objects/s of the identical step in one process (1 thread), embeddings cached in decoder
-    mode like the Ray loop does."""
+def plain_loop(samples, mode: str, steps: int, sam=None, device: str = "cpu",
+               bf16: bool = False) -> float:
+    """Objects/s of the identical step in one process (1 CPU thread), embeddings cached in
+    decoder mode like the Ray loop does. ``sam``: the model (tiny by default); ``bf16``: autocast
+    as our training loop does on CUDA."""
     torch.set_num_threads(1)
-    sam = build_tiny_sam(seed=0)
+    sam = (sam or build_tiny_sam(seed=0)).to(device)
     opt = torch.optim.AdamW(setup_mode(sam, mode), lr=1e-4)
     step = SamStep(sam, frozen_encoder=mode == "decoder")
     rng, gen, cache = np.random.default_rng(0), torch.Generator().manual_seed(0), {}
     data = [(to_sam_rgb(s.image), s.labels) for s in samples]
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
     n_obj, t0 = 0, time.perf_counter()
     for it in range(steps):
         i, v = it % len(data), int(rng.integers(8))
         rgb, lab = dihedral(data[i][0], v), dihedral(data[i][1], v)
         masks = prompts.object_masks(lab, prompts.select_objects(lab, N_OBJ, rng, 10))
         x = torch.from_numpy(rgb)[None]
-        if mode == "decoder":
-            if (i, v) not in cache:
-                with torch.no_grad():
-                    cache[(i, v)] = encode(sam, x)
-            x = cache[(i, v)]
-        loss, n = step(x, [masks], prompts.first_prompt_kind(it), ROUNDS, gen, 0.025,
-                       prompts.shared_unit(0, it) < 0.5)
+        with autocast:
+            if mode == "decoder":
+                if (i, v) not in cache:
+                    with torch.no_grad():
+                        cache[(i, v)] = encode(sam, x)
+                x = cache[(i, v)]
+            loss, n = step(x, [masks], prompts.first_prompt_kind(it), ROUNDS, gen, 0.025,
+                           prompts.shared_unit(0, it) < 0.5)
         opt.zero_grad()
         loss.backward()
         opt.step()
         n_obj += n
+    if device == "cuda":
+        torch.cuda.synchronize()
     return n_obj / (time.perf_counter() - t0)
 
 
@@ -70,8 +76,10 @@ def ray_run(dataset: Path, storage: Path, mode: str, workers: int, steps: int) -
     return float(out.history[-1]["objects_per_s"])  # epoch 2: embedding cache warm
 
 
-def microsam_trainer(samples, steps: int, root: Path) -> float:
-    """micro-sam's SamTrainer (torch-em) on the tiny SAM with the same objects and rounds."""
+def microsam_trainer(samples, steps: int, root: Path, sam=None, device: str = "cpu",
+                     mixed_precision: bool = False) -> float:
+    """micro-sam's SamTrainer (torch-em) on the same model (tiny by default), objects and
+    rounds; ``mixed_precision`` is torch-em's own (fp16 autocast + grad scaling)."""
     from micro_sam.training import SamTrainer
     from micro_sam.training.trainable_sam import TrainableSAM
     from micro_sam.training.util import ConvertToSamInputs
@@ -85,11 +93,11 @@ def microsam_trainer(samples, steps: int, root: Path) -> float:
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, [0]), batch_size=1)
     train_loader.shuffle = True  # torch-em reads these attributes
     val_loader.shuffle = False
-    model = TrainableSAM(build_tiny_sam(seed=0))
+    model = TrainableSAM((sam or build_tiny_sam(seed=0)).to(device))
     trainer = SamTrainer(
         name="bench", save_root=str(root), train_loader=train_loader, val_loader=val_loader,
-        model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4), device="cpu",
-        lr_scheduler=None, logger=None, log_image_interval=10**9, mixed_precision=False,
+        model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4), device=device,
+        lr_scheduler=None, logger=None, log_image_interval=10**9, mixed_precision=mixed_precision,
         convert_inputs=ConvertToSamInputs(transform=model.transform, box_distortion_factor=0.025),
         n_objects_per_batch=N_OBJ, n_sub_iteration=ROUNDS + 1, compile_model=False,
     )
