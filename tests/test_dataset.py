@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from dataset_helpers import cells, inputs, tree
-from napari_raysam.core import dataset_write
+from napari_raysam.core import dataset_debris, dataset_write
 from napari_raysam.core.dataset import (
     SCHEMA_VERSION,
     DatasetError,
@@ -308,7 +308,7 @@ def test_debris_of_dead_writers_is_swept_live_and_unknown_ones_kept(tmp_path):
     another host's and an untagged (old-style) temp folder stay, as do referenced files."""
     dest = tmp_path / "set"
     old = write_dataset(dest, inputs(2))
-    host, dead, me = dataset_write.host_id(), _dead_pid(), os.getpid()
+    host, dead, me = dataset_debris.host_id(), _dead_pid(), os.getpid()
     gone = tmp_path / f".set.raysam-tmp-0000dead-{dead}-{host}"
     gone_other = tmp_path / f".other.raysam-tmp-1111dead-{dead}-{host}"
     live = tmp_path / f".set.raysam-tmp-0000beef-{me}-{host}"
@@ -349,16 +349,16 @@ def test_sweep_keeps_files_a_committed_append_references(tmp_path):
     write_dataset(dest, inputs(2))
     ts = write_dataset(dest, inputs(1, start=10), mode="append")
     token = ts.samples[-1].image.rsplit("-", 1)[1].removesuffix(".tif")
-    marker = dest / f".raysam-append-{token}-{_dead_pid()}-{dataset_write.host_id()}"
+    marker = dest / f".raysam-append-{token}-{_dead_pid()}-{dataset_debris.host_id()}"
     marker.touch()
     tree_before = {k: v for k, v in tree(dest).items() if k.name != marker.name}
-    removed = dataset_write.sweep_debris(dest)
+    removed = dataset_debris.sweep_debris(dest)
     assert removed == [marker] and not marker.exists()
     assert tree(dest) == tree_before and validate_dataset(dest).ok
 
 
 def test_a_new_export_sweeps_a_dead_temp_folder_beside_it(tmp_path):
-    dead = tmp_path / f".set.raysam-tmp-12345678-{_dead_pid()}-{dataset_write.host_id()}"
+    dead = tmp_path / f".set.raysam-tmp-12345678-{_dead_pid()}-{dataset_debris.host_id()}"
     (dead / "labels").mkdir(parents=True)
     note = validate_dataset(tmp_path / "set").warnings  # the set itself never appeared
     assert len(note) == 1 and "next export or append into" in note[0]

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from napari_raysam.core.dataset import SampleInput, validate_dataset, write_dataset
-from napari_raysam.core.dataset_write import host_id
+from napari_raysam.core.dataset_debris import host_id
 from napari_raysam.core.sample_data import make_sample
 
 ODD = "my set ü 細胞"

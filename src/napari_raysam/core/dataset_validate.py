@@ -93,7 +93,7 @@ def _check_record(ts: TrainingSet, r: SampleRecord, problems: list[str]) -> None
 
 
 def _debris_note(d) -> str:
-    """One non-fatal note per interrupted export (``dataset_write.Debris``), with the fix."""
+    """One non-fatal note per interrupted export (``dataset_debris.Debris``), with the fix."""
     if d.writer == "dead":
         fix = (f"the next export or append into {d.path.parent} removes it, or delete it "
                "(no training set uses it)")
@@ -108,7 +108,7 @@ def _debris_note(d) -> str:
 
 def _extra_files(ts: TrainingSet, warnings: list[str]) -> None:
     """Notes on debris of interrupted exports; other files the manifest does not list."""
-    from .dataset_write import find_debris
+    from .dataset_debris import find_debris
 
     debris = find_debris(ts.path.parent, name=ts.path.name, dataset=ts.path)
     claimed = {p for d in debris for p in d.files}
@@ -135,7 +135,7 @@ def _extra_files(ts: TrainingSet, warnings: list[str]) -> None:
 
 def _orphan_temp_folders(path: Path, warnings: list[str]) -> None:
     """A killed new export leaves only a hidden temp folder beside the name it never got."""
-    from .dataset_write import find_debris
+    from .dataset_debris import find_debris
 
     try:
         path = path.absolute()
