@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 
@@ -133,8 +134,10 @@ class StreamThread(QObject):
                 self.failed.emit(exc)
 
 
+@functools.cache
 def warm_up_prompt_layer_types() -> None:
-    """Build one small layer of each prompt-layer type (no Qt involved) in a worker: the first
+    """Build one small layer of each prompt-layer type (no Qt involved) in a worker, once per
+    process: the first
     Labels layer loads napari's numba colormap kernels (~0.5 s) and the first Points layer builds
     its evented models (~0.4 s); done here they no longer stall the GUI thread when the dock adds
     its layers (measured by ``benchmarks/responsiveness.py``)."""

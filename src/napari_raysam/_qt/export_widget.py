@@ -25,7 +25,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.dataset import WritePlan, execute_plan, is_training_set, plan_write, planes_to_inputs
+from ..core.dataset import (
+    WritePlan,
+    execute_plan,
+    is_training_set,
+    plan_write,
+    plane_axes,
+    planes_to_inputs,
+)
 from ..core.errors import RaysamError
 from ._common import run_in_worker, show_status
 from .prompt_layers import PREVIEW
@@ -52,13 +59,6 @@ def _labels_fit(image, labels) -> bool:
     shape = tuple(labels.data.shape)
     return shape == spatial or (axis is not None and shape == spatial[:axis] + (1,) +
                                 spatial[axis:])
-
-
-def _stack_axis(image) -> int | tuple[int, ...] | None:
-    """The image's plane axes: every axis but the channel axis and the last two (Y, X)."""
-    channel_axis, spatial = _layer_info(image)
-    axes = [a for a in range(image.data.ndim) if a != channel_axis][:len(spatial) - 2]
-    return None if not axes else axes[0] if len(axes) == 1 else tuple(axes)
 
 
 def _key(item) -> tuple[str, str]:
@@ -194,7 +194,8 @@ class ExportWidget(QWidget):
         inputs, notes = [], []
         for image_name, labels_name in pairs:
             image, labels = self.viewer.layers[image_name], self.viewer.layers[labels_name]
-            channel_axis, stack_axis, planes = _layer_info(image)[0], _stack_axis(image), "all"
+            channel_axis, planes = _layer_info(image)[0], "all"
+            stack_axis = plane_axes(image.data.ndim, channel_axis, image.rgb)
             if current_only and stack_axis is not None:  # T, Z, ...: one plane per (t, z)
                 step = self.viewer.dims.current_step[-image.ndim:]
                 planes = int(step[stack_axis]) if isinstance(stack_axis, int) else \

@@ -47,7 +47,7 @@ from .dataset_format import (
     is_training_set,
     open_dataset,
 )
-from .dataset_inputs import PreparedSample, SampleInput, planes_to_inputs
+from .dataset_inputs import PreparedSample, SampleInput, plane_axes, planes_to_inputs
 from .dataset_io import arrays_to_inputs, create_from_folders, inputs_from_folders, pair_files
 from .dataset_validate import ValidationReport, validate_dataset
 from .dataset_write import WritePlan, execute_plan, plan_write, write_dataset
@@ -72,6 +72,7 @@ __all__ = [
     "open_dataset",
     "pair_files",
     "plan_write",
+    "plane_axes",
     "planes_to_inputs",
     "validate_dataset",
     "write_dataset",

@@ -84,6 +84,15 @@ def _plane_shape_error(stack_axis, shape: tuple, ca: int | None, n_left: int) ->
     return DatasetError(f"{problem}; {fix}.")
 
 
+def plane_axes(ndim: int, channel_axis: int | None, rgb: bool = False
+               ) -> int | tuple[int, ...] | None:
+    """The stack axes of an image with ``ndim`` axes: every axis but the channel axis (the last
+    one for RGB) and Y, X. An int for one axis, a tuple for several, None for a single plane."""
+    drop = ndim - 1 if rgb else channel_axis
+    axes = [a for a in range(ndim) if a != drop][:-2]
+    return None if not axes else axes[0] if len(axes) == 1 else tuple(axes)
+
+
 def planes_to_inputs(
     image: np.ndarray,
     labels: np.ndarray,

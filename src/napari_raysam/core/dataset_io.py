@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset_format import DatasetError, TrainingSet
-from .dataset_inputs import Mode, SampleInput, planes_to_inputs
+from .dataset_inputs import Mode, SampleInput, plane_axes, planes_to_inputs
 from .dataset_write import write_dataset
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -162,8 +162,7 @@ def arrays_to_inputs(
         return planes_to_inputs(image, labels, source, 0, channel_axis)
     if labels.ndim >= 3 and (image.ndim == labels.ndim + 1 or image.ndim == labels.ndim >= 4):
         ca = _inferred_channel_axis(image_shape, labels_shape, source, channel_axis)
-        rest = [i for i in range(image.ndim) if i != ca][:-2]  # every axis before Y, X
-        return planes_to_inputs(image, labels, source, rest[0] if len(rest) == 1 else rest, ca)
+        return planes_to_inputs(image, labels, source, plane_axes(image.ndim, ca), ca)
     # let the shared checks explain (RGB labels, wrong dimensionality, ...)
     return planes_to_inputs(image, labels, source, None, channel_axis)
 
