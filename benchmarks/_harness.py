@@ -161,6 +161,9 @@ class Heartbeat:
         self.main_id = threading.get_ident()
         self.gaps: list[tuple[float, float]] = []  # (tick start, gap seconds)
         self.samples: dict[float, list[traceback.StackSummary]] = {}
+        self.others: dict[float, list[traceback.StackSummary]] = {}  # other busy threads
+        self.collections: list[tuple[float, float, int]] = []  # (start, end, generation)
+        self._gc_start = 0.0
         self.last = 0.0
         self._halt = threading.Event()
         self._watch = None
@@ -174,14 +177,33 @@ class Heartbeat:
         while not self._halt.is_set():
             last = self.last
             if time.perf_counter() - last > self.sample_after:
-                frame = sys._current_frames().get(self.main_id)
+                frames = sys._current_frames()
+                frame = frames.get(self.main_id)
                 if frame is not None:
                     self.samples.setdefault(last, []).append(traceback.extract_stack(frame))
+                for ident, other in frames.items():  # who else ran Python (held the GIL)
+                    if ident not in (self.main_id, threading.get_ident()):
+                        stack = traceback.extract_stack(other)
+                        if not _waiting(stack):
+                            self.others.setdefault(last, []).append(stack)
             time.sleep(0.005)
 
+    def _gc(self, phase: str, info: dict) -> None:
+        """gc.callbacks hook: a full collection holds the GIL for every thread."""
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        elif info.get("generation", 0) >= 1:
+            self.collections.append((self._gc_start, time.perf_counter(), info["generation"]))
+
     def start(self) -> Heartbeat:
+        import gc
+
         self.gaps.clear()
         self.samples.clear()
+        self.others.clear()
+        self.collections.clear()
+        if self._gc not in gc.callbacks:
+            gc.callbacks.append(self._gc)
         self.last = time.perf_counter()
         self._halt.clear()
         self.timer.start()
@@ -190,7 +212,11 @@ class Heartbeat:
         return self
 
     def stop(self) -> dict:
+        import gc
+
         self.timer.stop()
+        if self._gc in gc.callbacks:
+            gc.callbacks.remove(self._gc)
         self._halt.set()
         if self._watch is not None:
             self._watch.join(timeout=1)
@@ -218,7 +244,25 @@ class Heartbeat:
             else:
                 top = "(no Python frame sampled: C++/GL work or GIL held)"
             out.append(f"t={start - t0:6.2f}s stall {stall:6.0f} ms: {top}")
+            for begin, end, generation in self.collections:
+                if begin < start + gap and end > start:  # overlaps the stall
+                    out.append(f"{'':10}garbage collection of generation {generation}: "
+                               f"{(end - begin) * 1e3:.0f} ms")
+            busy = Counter(_describe(s) for s in self.others.get(start, []))
+            if busy:
+                (anchor, deep), n = busy.most_common(1)[0]
+                out.append(f"{'':10}meanwhile on another thread: {anchor} [deepest: {deep}] "
+                           f"({n} samples)")
         return out
+
+
+def _waiting(stack: traceback.StackSummary) -> bool:
+    """A thread blocked in a wait (lock, queue, select, sleep) rather than running Python."""
+    if not stack:
+        return True
+    inner = stack[-1]
+    return inner.name in {"wait", "get", "select", "poll", "_worker", "sleep", "accept",
+                          "recv", "recv_into", "readinto", "read", "_wait_for_tstate_lock"}
 
 
 def _short(f) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_raysam._qt.prompt_layers import BOXES, POINTS, PREVIEW
 from napari_raysam.core.embeddings import EmbeddingCache
 from napari_raysam.core.sample_data import make_sample
 
@@ -115,7 +116,9 @@ def test_segment_dock_image_inputs(qtbot, make_napari_viewer, tmp_path, case):
         text = widget.status.text()
         assert is_error(widget) and all(k in text for k in expected), text
         assert entries(cache) == 0 and widget.embeddings is None
-        assert [la.name for la in viewer.layers] == ["img"]  # no prompt/objects layers made
+        # no objects layer made; the prompt layers (made when the dock opened) are untouched
+        assert [la.name for la in viewer.layers] == ["img", PREVIEW, BOXES, POINTS]
+        assert viewer.layers[PREVIEW].data.shape == (1, 1)
         napari_alive(viewer)
         return
     qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)

@@ -225,3 +225,36 @@ def test_objects_layer_keeps_a_later_channel_axis_aligned(make_napari_viewer):
     cyx = viewer.add_image(data[0, 0], name="cyx", metadata={"raysam_channel_axis": 0})
     assert objects_layout(cyx)[0] == (16, 16)
     assert prompts.lead_index(prompts.target_labels(cyx), cyx, ()) == ()
+
+
+def test_prompt_layers_made_at_open_then_fitted_to_the_image(qtbot, make_napari_viewer, tmp_path):
+    """The dock adds its prompt layers when it opens (not when the embedding arrives); the
+    embedding fits them to the image (shape, scale, above it); a reopened dock takes them over."""
+    from napari_raysam._qt.prompt_layers import BOXES, POINTS, PREVIEW
+    from napari_raysam._qt.segment_widget import SegmentWidget
+
+    viewer = make_napari_viewer()
+    first = SegmentWidget(viewer, cache=EmbeddingCache(tmp_path / "emb"))
+    assert [la.name for la in viewer.layers] == [PREVIEW, BOXES, POINTS]
+    assert viewer.layers[POINTS].mode == "pan_zoom"  # no embedding: clicks still pan
+    sample = make_sample((96, 80), seed=2)
+    viewer.add_image(sample.image, name="cells", scale=(0.5, 0.5), translate=(3, 4))
+    assert [la.name for la in viewer.layers][-1] == "cells"  # on top of the prompt layers
+
+    second = SegmentWidget(viewer, cache=EmbeddingCache(tmp_path / "emb"))  # reopened dock
+    second.model_combo.setCurrentText("tiny")
+    embed(qtbot, second)
+    assert [la.name for la in viewer.layers] == ["cells", PREVIEW, BOXES, POINTS]
+    for name in (PREVIEW, BOXES, POINTS):
+        np.testing.assert_allclose(viewer.layers[name].scale, (0.5, 0.5))
+        np.testing.assert_allclose(viewer.layers[name].translate, (3, 4))
+    assert viewer.layers[PREVIEW].data.shape == (96, 80)
+    assert viewer.layers[POINTS].mode == "add"
+    assert viewer.layers.selection.active.name == POINTS
+    second.prompts.add_point(*cell_centre(sample.labels))
+    assert viewer.layers[PREVIEW].data.any()  # the new dock answers the prompt
+    assert first.embeddings is None
+
+    viewer.layers.remove(BOXES)  # deleted by the user: the next embedding adds it again
+    embed(qtbot, second)
+    assert BOXES in viewer.layers

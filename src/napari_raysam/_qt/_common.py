@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable
 
-import numpy as np
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QComboBox, QLabel
 
@@ -132,20 +130,6 @@ class StreamThread(QObject):
         except Exception as exc:  # noqa: BLE001 - reported in the dock, never a crash
             if not self._stop.is_set():
                 self.failed.emit(exc)
-
-
-@functools.cache
-def warm_up_prompt_layer_types() -> None:
-    """Build one small layer of each prompt-layer type (no Qt involved) in a worker, once per
-    process: the first
-    Labels layer loads napari's numba colormap kernels (~0.5 s) and the first Points layer builds
-    its evented models (~0.4 s); done here they no longer stall the GUI thread when the dock adds
-    its layers (measured by ``benchmarks/responsiveness.py``)."""
-    from napari.layers import Labels, Points, Shapes
-
-    Labels(np.zeros((2, 2), np.uint32))
-    Points(ndim=2)
-    Shapes(ndim=2)
 
 
 def preload_heavy_modules() -> None:

@@ -35,6 +35,7 @@ from ..core.dataset import (
 )
 from ..core.errors import RaysamError
 from ._common import run_in_worker, show_status
+from .gc_pauses import QuietCollector
 from .prompt_layers import PREVIEW
 
 ARROW = " \u2194 "
@@ -129,6 +130,7 @@ class ExportWidget(QWidget):
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self.refresh_pairs)
         self.refresh_pairs()
+        self.quiet_gc = QuietCollector(napari_viewer)
 
     def refresh_pairs(self, _event=None):
         """List (image, labels) layers whose shapes match (image minus its channel axis); the

@@ -1,25 +1,39 @@
-"""A live plot of loss and val mIoU per epoch (matplotlib in Qt)."""
+"""A live plot of loss and val mIoU per epoch, drawn by matplotlib off napari's GUI thread."""
 
 from __future__ import annotations
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from qtpy.QtCore import Signal
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import QLabel, QSizePolicy
 
 CURVES = (("train_loss", "train loss", 0), ("val_loss", "val loss", 0),
           ("val_miou_point", "point", 1), ("val_miou_box", "box", 1),
           ("val_miou_corrected", "corrected", 1))
+DPI = 100
 
 
-class MetricsPlot(FigureCanvasQTAgg):
-    """Two small axes: losses and val mIoU per epoch; redraws from the epoch events.
+class MetricsPlot(QLabel):
+    """Two small axes: losses and val mIoU per epoch; redrawn from the epoch events.
 
-    The layout is computed once and each event only updates the lines' data: a full re-plot
-    with ``tight_layout`` cost 100-570 ms of napari's GUI thread per epoch event
-    (``benchmarks/responsiveness.py``)."""
+    Laying out and rasterising the text of a figure takes 40-300 ms of CPU (more while
+    training shares the cores), which stalled napari's GUI thread at every epoch
+    (``benchmarks/responsiveness.py``). So the figure is drawn into an image on a thread of
+    its own, which alone touches it after construction; the GUI thread only shows the image.
+    Requests made while a drawing is under way are merged into one more drawing.
+    """
+
+    rendered = Signal(object, int)  # (QImage, request number)
 
     def __init__(self):
-        self.figure = Figure(figsize=(4, 2.6))
-        super().__init__(self.figure)
+        super().__init__()
+        self.epochs: dict[int, dict] = {}
+        self.figure = Figure(figsize=(4, 2.6), dpi=DPI)
+        FigureCanvasAgg(self.figure)
         self.loss_ax, self.iou_ax = self.figure.subplots(1, 2)
         self._axes = (self.loss_ax, self.iou_ax)
         for ax, title in zip(self._axes, ("loss", "val mIoU"), strict=True):
@@ -28,35 +42,98 @@ class MetricsPlot(FigureCanvasQTAgg):
         self.lines = {key: self._axes[which].plot([], [], marker="o", markersize=3,
                                                   label=label)[0]
                       for key, label, which in CURVES}
-        self.iou_ax.set_ylim(0, 1)
-        self.figure.tight_layout()
-        self.epochs: dict[int, dict] = {}
+        self._legend_keys: list[tuple] = [(), ()]
+        self._laid_out_for: tuple | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="raysam-plot")
+        self._lock = threading.Lock()  # guards the request counters below
+        self._requested = self._drawn = 0
+        self._busy = False
         self.setMinimumHeight(180)
-        self._draw()
+        # the image follows the widget's size, never the other way round
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Ignored)
+        self.rendered.connect(self._show)
+        self._request()
+
+    # --- GUI thread -----------------------------------------------------------------------
 
     def clear(self) -> None:
-        self.epochs.clear()
-        self._draw()
+        if self.epochs:
+            self.epochs.clear()
+            self._request()
 
     def add(self, event: dict) -> None:
         """Add an ``epoch`` event (a replayed epoch replaces the earlier one)."""
         self.epochs[int(event["epoch"])] = event
-        self._draw()
+        self._request()
 
-    def _draw(self) -> None:
-        epochs = sorted(self.epochs)
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._request()
+
+    def is_current(self) -> bool:
+        """True when the image shown reflects every request made so far."""
+        return self._drawn == self._requested and not self._busy
+
+    def _request(self) -> None:
+        self._requested += 1
+        if not self._busy:
+            self._submit()
+
+    def _submit(self) -> None:
+        self._busy = True
+        ratio = self.devicePixelRatioF()
+        size = (max(self.width(), 200), max(self.height(), 180), ratio)
+        self._pool.submit(self._draw, dict(self.epochs), size, self._requested)
+
+    def _show(self, image: QImage, number: int) -> None:
+        self._busy = False
+        self._drawn = number
+        self.setPixmap(QPixmap.fromImage(image))
+        if self._drawn != self._requested:  # events arrived while it was drawing
+            self._submit()
+
+    # --- plot thread ----------------------------------------------------------------------
+
+    def _draw(self, epochs: dict[int, dict], size: tuple[int, int, float], number: int) -> None:
+        try:
+            image = self._render(epochs, size)
+        except Exception as exc:  # noqa: BLE001 - a plot must never take napari down
+            image = QImage()
+            print(f"napari-raysam: the metrics plot could not be drawn: {exc}")
+        try:
+            self.rendered.emit(image, number)
+        except RuntimeError:  # the widget was deleted (napari closed) meanwhile
+            pass
+
+    def _render(self, epochs: dict[int, dict], size: tuple[int, int, float]) -> QImage:
+        width, height, ratio = size
+        if self._laid_out_for != size:
+            self.figure.set_dpi(DPI * ratio)
+            self.figure.set_size_inches(width / DPI, height / DPI)
+            self.figure.tight_layout()
+            self._laid_out_for = size
+        order = sorted(epochs)
         for key, line in self.lines.items():
-            values = [self.epochs[e].get(key) for e in epochs]
-            shown = bool(epochs) and all(v is not None for v in values)
-            line.set_data(epochs if shown else [], values if shown else [])
+            values = [epochs[e].get(key) for e in order]
+            shown = bool(order) and all(v is not None for v in values)
+            line.set_data(order if shown else [], values if shown else [])
             line.set_visible(shown)
-        for ax in self._axes:
+        for i, ax in enumerate(self._axes):
             visible = [line for line in ax.lines if line.get_visible()]
+            keys = tuple(line.get_label() for line in visible)
             if visible:
                 ax.relim(visible_only=True)
                 ax.autoscale_view()
-                ax.legend(handles=visible, fontsize=6)
-            elif ax.get_legend() is not None:
-                ax.get_legend().remove()
+            if keys != self._legend_keys[i]:  # a legend is rebuilt only when its lines change
+                if ax.get_legend() is not None:
+                    ax.get_legend().remove()
+                if visible:
+                    ax.legend(handles=visible, fontsize=6)
+                self._legend_keys[i] = keys
         self.iou_ax.set_ylim(0, 1)
-        self.draw_idle()
+        canvas = self.figure.canvas
+        canvas.draw()
+        w, h = canvas.get_width_height(physical=True)
+        image = QImage(bytes(canvas.buffer_rgba()), w, h, 4 * w, QImage.Format_RGBA8888)
+        image.setDevicePixelRatio(ratio)
+        return image.copy()  # owns its pixels

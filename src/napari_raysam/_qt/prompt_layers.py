@@ -20,34 +20,67 @@ class PromptLayers:
         self.keys = keys or {}
         self.sign = 1
         self._muted = False
+        self._placed = False
 
     def _layer(self, name):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
+    def create(self) -> None:
+        """Add the (empty) prompt layers now, when the dock opens, as micro-sam's annotator does.
+
+        napari/vispy take ~0.3 s of the GUI thread per new layer (visuals, overlays, shader
+        compilation at the first paint); adding all three when the first embedding arrived
+        froze the viewer for ~1 s (``benchmarks/responsiveness.py``). Opening the dock already
+        blocks for its imports; :meth:`ensure` then only resizes and moves these layers.
+        Layers of the same names left by an earlier dock are replaced: their events would
+        still call that dock.
+        """
+        for name in (POINTS, BOXES, PREVIEW):
+            if self._layer(name) is not None:
+                self.viewer.layers.remove(name)
+        self._add_missing((1, 1), None, None)
+
     def ensure(self, image_layer, shape: tuple[int, int]) -> None:
-        """Create the prompt layers (2D, aligned with the image's last two axes) if missing."""
+        """Fit the prompt layers (2D) to the image's last two axes, above the image; any the
+        user deleted are added again."""
         scale, translate = image_layer.scale[-2:], image_layer.translate[-2:]
+        self._add_missing(shape, scale, translate)
         preview = self._layer(PREVIEW)
-        if preview is None or preview.data.shape != tuple(shape):
-            if preview is not None:
-                self.viewer.layers.remove(preview)
+        if preview.data.shape != tuple(shape):
+            preview.data = np.zeros(shape, np.uint32)
+        layers = [self._layer(name) for name in (PREVIEW, BOXES, POINTS)]
+        for layer in layers:
+            if not np.array_equal(layer.scale, scale):
+                layer.scale = scale
+            if not np.array_equal(layer.translate, translate):
+                layer.translate = translate
+        stack = self.viewer.layers
+        if image_layer in stack and min(map(stack.index, layers)) < stack.index(image_layer):
+            for layer in layers:  # keep their order, on top of the image
+                stack.move(stack.index(layer), len(stack))
+        points = layers[-1]
+        if not self._placed:
+            points.mode = "add"
+            self._placed = True
+        stack.selection.active = points
+
+    def _add_missing(self, shape, scale, translate) -> None:
+        where = {} if scale is None else {"scale": scale, "translate": translate}
+        if self._layer(PREVIEW) is None:
             self.viewer.add_labels(np.zeros(shape, np.uint32), name=PREVIEW, opacity=0.5,
-                                   scale=scale, translate=translate)
+                                   **where)
         if self._layer(BOXES) is None:
             boxes = self.viewer.add_shapes(name=BOXES, ndim=2, edge_color="yellow",
-                                           face_color="transparent", edge_width=2,
-                                           scale=scale, translate=translate)
+                                           face_color="transparent", edge_width=2, **where)
             boxes.events.data.connect(self._changed)
             self._bind_keys(boxes)
         if self._layer(POINTS) is None:
-            points = self.viewer.add_points(ndim=2, name=POINTS, size=8, scale=scale,
-                                            translate=translate,
-                                            features={"sign": np.zeros(0, int)})
+            points = self.viewer.add_points(ndim=2, name=POINTS, size=8,
+                                            features={"sign": np.zeros(0, int)}, **where)
             points.feature_defaults["sign"] = self.sign
             points.events.data.connect(self._changed)
             self._bind_keys(points)
-            points.mode = "add"
-        self.viewer.layers.selection.active = self._layer(POINTS)
+            self._placed = False  # a new points layer starts in add mode once placed
 
     def _bind_keys(self, layer) -> None:
         # a layer's own key bindings take precedence over the viewer's while it is active

@@ -30,8 +30,8 @@ from ._common import (
     preload_heavy_modules,
     run_in_worker,
     show_status,
-    warm_up_prompt_layer_types,
 )
+from .gc_pauses import QuietCollector
 from .prompt_layers import PromptLayers
 
 DEFAULT_MODELS = ("tiny_cells", "tiny", "vit_b_lm", "vit_t_lm", "vit_b", "vit_l_lm")
@@ -55,6 +55,7 @@ class SegmentWidget(QWidget):
         self.busy = False  # a worker of this dock is running
         keys = {"c": self.commit, "Shift-C": self.clear, "t": self.toggle_sign}
         self.prompts = PromptLayers(napari_viewer, on_change=self.update_preview, keys=keys)
+        self.prompts.create()
 
         self.image_combo = LayerCombo(napari_viewer, "Image")
         self.channels_edit = QLineEdit()
@@ -107,6 +108,7 @@ class SegmentWidget(QWidget):
         for key, method in keys.items():  # the prompt layers bind them too (layer keys win)
             napari_viewer.bind_key(key, lambda _v, m=method: m(), overwrite=True)
         self.update_cache_label()
+        self.quiet_gc = QuietCollector(napari_viewer)  # last: what the dock loaded is long-lived
 
     # --- state --------------------------------------------------------------------------
 
@@ -170,7 +172,6 @@ class SegmentWidget(QWidget):
         def work():
             from ..core.models import load_model
 
-            warm_up_prompt_layer_types()
             model = self.model
             if model is None or model.spec != spec:
                 model = load_model(spec)

@@ -32,6 +32,7 @@ from ..core.run_index import RunIndex
 from ..core.run_text import epoch_text, fetch_action, model_label, model_summary, use_label
 from ..core.training.config import MODES
 from ._common import StreamThread, run_in_worker, show_status, spin
+from .gc_pauses import QuietCollector
 from .metrics_plot import MetricsPlot
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -149,6 +150,7 @@ class TrainWidget(QWidget):
         self.refresh_profiles()
         self.refresh_runs()
         self.model_edit.setText(self._segment_model() or "tiny")
+        self.quiet_gc = QuietCollector(napari_viewer)
 
     # --- profiles and cluster -------------------------------------------------------------
 

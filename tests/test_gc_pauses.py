@@ -1,0 +1,42 @@
+"""Full garbage collections: the docks freeze the long-lived heap; removing a layer collects."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+
+
+class Cycle:
+    def __init__(self):
+        self.me = self
+        self.data = np.ones(1000)
+
+
+def test_dock_freezes_heap_and_layer_removal_collects(qtbot, make_napari_viewer, monkeypatch):
+    from napari_raysam._qt.gc_pauses import RECOLLECT_DELAY_MS, QuietCollector
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((8, 8)), name="a")
+    viewer.add_image(np.zeros((8, 8)), name="b")
+    collector = QuietCollector(viewer)
+    assert gc.get_freeze_count() > 1000  # napari, numpy, Qt wrappers: out of the GC's walks
+
+    garbage = Cycle()  # a cycle that was alive at a freeze (like a layer open then) ...
+    gc.freeze()
+    ref = weakref.ref(garbage)
+    del garbage  # ... and then became garbage
+    gc.collect()
+    assert ref() is not None  # a plain full collection no longer sees it
+
+    unfreezes = []
+    unfreeze = gc.unfreeze
+    monkeypatch.setattr(gc, "unfreeze", lambda: (unfreezes.append(1), unfreeze()))
+    viewer.layers.remove("a")
+    viewer.layers.remove("b")  # two removals: one collection
+    qtbot.wait(RECOLLECT_DELAY_MS * 3)
+    assert ref() is None  # collected after the removal
+    assert len(unfreezes) == 1
+    assert gc.get_freeze_count() > 1000  # and the heap is frozen again
+    assert collector.timer.isSingleShot()
