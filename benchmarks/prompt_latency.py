@@ -2,8 +2,9 @@
 
 Same model, same cached embedding, same prompts, calls interleaved in one process; masks must
 agree (IoU). vit_b uses random weights and random features (the decoder's cost does not depend
-on their values); tiny runs its encoder on sample data. vit_t needs ``mobile_sam`` and is
-skipped when it is missing. Run: ``python benchmarks/prompt_latency.py [--smoke]``; the last line
+on their values); tiny runs its encoder on sample data. vit_t is MobileSAM's architecture built
+with our TinyViT encoder (no ``mobile_sam`` package needed); micro-sam's functions take its
+predictor like any other. Run: ``python benchmarks/prompt_latency.py [--smoke]``; the last line
 is ``RATIO prompt_latency=<worst ours/micro-sam ratio over vit_b/vit_t>`` (tiny in --smoke).
 """
 

@@ -1,5 +1,5 @@
 """SAM architectures we build ourselves: the tiny one (tests, offline demo) and untrained
-standard ones (vit_t/b/l/h) to load checkpoints into."""
+standard ones (vit_t/b/l/h) to load checkpoints into; vit_t's encoder is :mod:`.tiny_vit`."""
 
 from __future__ import annotations
 
@@ -34,49 +34,55 @@ def build_tiny_sam(config: TinyConfig = TinyConfig(), seed: int | None = 0):
     from functools import partial
 
     import torch
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
+    from segment_anything.modeling import ImageEncoderViT
 
     if seed is not None:
         torch.manual_seed(seed)
-    grid = config.img_size // config.patch_size
+    encoder = ImageEncoderViT(
+        img_size=config.img_size,
+        patch_size=config.patch_size,
+        embed_dim=config.encoder_dim,
+        depth=config.encoder_depth,
+        num_heads=config.encoder_heads,
+        mlp_ratio=4,
+        out_chans=config.prompt_dim,
+        qkv_bias=True,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=config.window_size,
+        global_attn_indexes=(config.encoder_depth - 1,),
+    )
+    return _assemble_sam(encoder, config.prompt_dim, config.img_size // config.patch_size,
+                         config.decoder_mlp_dim, config.decoder_heads)
+
+
+def build_vit_t_sam():
+    """An untrained vit_t SAM (MobileSAM): our TinyViT encoder, SAM's prompt encoder and mask
+    decoder; MobileSAM / micro-sam vit_t checkpoints load into it strictly."""
+    from .tiny_vit import TinyViTEncoder
+
+    return _assemble_sam(TinyViTEncoder(img_size=1024), 256, 64, 2048, 8)
+
+
+def _assemble_sam(encoder, prompt_dim: int, grid: int, mlp_dim: int, heads: int):
+    """SAM around ``encoder`` (whose output is ``prompt_dim`` x ``grid`` x ``grid``)."""
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
     return Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=config.img_size,
-            patch_size=config.patch_size,
-            embed_dim=config.encoder_dim,
-            depth=config.encoder_depth,
-            num_heads=config.encoder_heads,
-            mlp_ratio=4,
-            out_chans=config.prompt_dim,
-            qkv_bias=True,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True,
-            window_size=config.window_size,
-            global_attn_indexes=(config.encoder_depth - 1,),
-        ),
+        image_encoder=encoder,
         prompt_encoder=PromptEncoder(
-            embed_dim=config.prompt_dim,
+            embed_dim=prompt_dim,
             image_embedding_size=(grid, grid),
-            input_image_size=(config.img_size, config.img_size),
+            input_image_size=(encoder.img_size, encoder.img_size),
             mask_in_chans=16,
         ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=2,
-                embedding_dim=config.prompt_dim,
-                mlp_dim=config.decoder_mlp_dim,
-                num_heads=config.decoder_heads,
-            ),
-            transformer_dim=config.prompt_dim,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=mlp_dim,
+                                          num_heads=heads),
+            transformer_dim=prompt_dim,
             iou_head_depth=3,
-            iou_head_hidden_dim=config.prompt_dim,
+            iou_head_hidden_dim=prompt_dim,
         ),
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
@@ -84,18 +90,12 @@ def build_tiny_sam(config: TinyConfig = TinyConfig(), seed: int | None = 0):
 
 
 def build_standard_sam(model_type: str):
-    """An untrained SAM of a standard architecture (vit_t needs the mobile_sam package)."""
+    """An untrained SAM of a standard architecture (vit_t, vit_b, vit_l, vit_h)."""
     arch = model_type[:5]
     if arch == "vit_t":
-        try:
-            from mobile_sam import sam_model_registry
-        except ImportError as exc:
-            raise ModelError(
-                "vit_t (MobileSAM) needs the 'mobile_sam' package: "
-                "pip install git+https://github.com/ChaoningZhang/MobileSAM"
-            ) from exc
-    else:
-        from segment_anything import sam_model_registry
-    if arch not in sam_model_registry:
+        return build_vit_t_sam()
+    from segment_anything import sam_model_registry
+
+    if arch not in sam_model_registry or arch == "defau":
         raise ModelError(f"Unknown SAM architecture {model_type!r}; use one of {STANDARD_TYPES}.")
     return sam_model_registry[arch]()

@@ -315,10 +315,27 @@ def _load_registry_model(name: str, device: str) -> LoadedModel:
     from .model_download import ensure_registry_weights
 
     ensure_registry_weights(name)
-    from micro_sam.util import get_sam_model
+    from micro_sam import util
 
-    predictor, state = get_sam_model(model_type=name, device=device, return_state=True)
+    if name.startswith("vit_t") and not util.VIT_T_SUPPORT:
+        return _load_registry_vit_t(name, device)
+    predictor, state = util.get_sam_model(model_type=name, device=device, return_state=True)
     sam = predictor.model.eval()
     loaded = LoadedModel(name, name[:5], sam, device, decoder_state=state.get("decoder_state"))
     loaded._predictor = predictor
+    return loaded
+
+
+def _load_registry_vit_t(name: str, device: str) -> LoadedModel:
+    """A vit_t registry model without the ``mobile_sam`` package micro-sam builds vit_t with:
+    the same files, fetched (hash-checked) by micro-sam's registry, into our vit_t."""
+    from micro_sam.util import models
+
+    registry = models()
+    loaded = load_checkpoint(registry.fetch(name), device)
+    if loaded.model_type != "vit_t":
+        raise ModelError(f"The registry file of {name!r} holds {loaded.model_type} weights.")
+    if f"{name}_decoder" in registry.registry:
+        loaded.decoder_state = read_checkpoint(registry.fetch(f"{name}_decoder"))
+    loaded.spec = name
     return loaded

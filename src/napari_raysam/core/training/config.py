@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, fields
 from ..errors import RaysamError
 
 MODES = ("decoder", "lora", "full")
+NO_LORA_VIT_T = ("Mode 'lora' needs a ViT encoder (vit_b, vit_l, vit_h, tiny): micro-sam's LoRA "
+                 "does not apply to vit_t's TinyViT. Use mode 'decoder' or 'full' for vit_t.")
 
 
 @dataclass
@@ -66,6 +68,7 @@ class TrainConfig:
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1,
              "steps_per_epoch must be at least 1 (or unset for one pass over the data)."),
             (self.max_failures >= 1, "max_failures must be at least 1 so a lost worker resumes."),
+            (not (self.mode == "lora" and str(self.model).startswith("vit_t")), NO_LORA_VIT_T),
         ]
         for ok, message in checks:
             if not ok:

@@ -27,6 +27,10 @@ def setup_mode(sam, mode: str, lora_rank: int = 4):
     (q, v) to every encoder block; the original encoder weights stay frozen. full: everything.
     """
     if mode == "lora":
+        if not hasattr(sam.image_encoder, "blocks"):  # vit_t given as a file
+            from .config import NO_LORA_VIT_T
+
+            raise RaysamError(NO_LORA_VIT_T)
         peft = require_peft()
         peft.PEFT_Sam(sam, rank=lora_rank, peft_module=peft.LoRASurgery)  # modifies sam
     for p in sam.image_encoder.parameters():
