@@ -245,7 +245,7 @@ class Heartbeat:
                 top = "(no Python frame sampled: C++/GL work or GIL held)"
             out.append(f"t={start - t0:6.2f}s stall {stall:6.0f} ms: {top}")
             for begin, end, generation in self.collections:
-                if begin < start + gap and end > start:  # overlaps the stall
+                if begin < start + gap and end > start and end - begin > 0.02:
                     out.append(f"{'':10}garbage collection of generation {generation}: "
                                f"{(end - begin) * 1e3:.0f} ms")
             busy = Counter(_describe(s) for s in self.others.get(start, []))

@@ -1,11 +1,14 @@
 """Training throughput (objects/s) of the same SAM step in different harnesses.
 
-Rows: a plain single-process PyTorch loop (full and decoder mode), our Ray run with 1 and 2
-workers (full and decoder), and micro-sam's own SamTrainer (torch-em) on the same tiny model,
-data, objects per image and rounds. Ray rows report the training part of an epoch (the
-``objects_per_s`` metric: validation and startup excluded); micro-sam's row is wall time of
-``fit`` with one validation batch. Run: ``python benchmarks/training_throughput.py [--smoke]``.
-The last line is ``RATIO name=value`` (Ray 2-worker full / plain full).
+Rows, per model: a plain single-process PyTorch loop (full and decoder mode), our Ray run
+(full and decoder; 1 and 2 workers for tiny, 1 worker for vit_t) and micro-sam's own SamTrainer
+(torch-em) on the same model, data, objects per image and rounds. tiny: the test SAM, 40 steps;
+vit_t: MobileSAM's architecture (our TinyViT, random weights) at 1024 px, ``--vit-t-steps``
+(4; 0 skips it). Ray rows report the training part of an epoch (the ``objects_per_s`` metric:
+validation and startup excluded); micro-sam's row is wall time of ``fit`` with one validation
+batch. Run: ``python benchmarks/training_throughput.py [--smoke]`` (tiny only, 6 steps). The
+last line is ``RATIO name=value ...`` (Ray 2-worker full / plain full on tiny, and the vit_t
+Ray 1-worker / plain and ours / micro-sam ratios).
 """
 
 from __future__ import annotations
@@ -65,11 +68,12 @@ def plain_loop(samples, mode: str, steps: int, sam=None, device: str = "cpu",
     return n_obj / (time.perf_counter() - t0)
 
 
-def ray_run(dataset: Path, storage: Path, mode: str, workers: int, steps: int) -> float:
+def ray_run(dataset: Path, storage: Path, mode: str, workers: int, steps: int,
+            model: str = "tiny") -> float:
     from napari_raysam.core.training.config import TrainConfig
     from napari_raysam.core.training.runner import run_training
 
-    cfg = TrainConfig(dataset=str(dataset), mode=mode, workers=workers, epochs=2,
+    cfg = TrainConfig(dataset=str(dataset), model=model, mode=mode, workers=workers, epochs=2,
                       steps_per_epoch=steps, objects_per_image=N_OBJ, correction_rounds=ROUNDS,
                       eval_objects=4, storage=str(storage))
     out = run_training(cfg, log_to_driver=False)
@@ -106,39 +110,87 @@ def microsam_trainer(samples, steps: int, root: Path, sam=None, device: str = "c
     return steps * N_OBJ / (time.perf_counter() - t0)
 
 
+def vit_t_model(path: Path | None = None):
+    """MobileSAM's architecture with seeded random weights (equal in every harness); saved as
+    our checkpoint at ``path`` for the Ray runs."""
+    from napari_raysam.core.models import build_standard_sam, save_checkpoint
+
+    torch.manual_seed(0)
+    sam = build_standard_sam("vit_t")
+    if path is not None:
+        save_checkpoint(path, sam, "vit_t")
+    return sam
+
+
+def harnesses(label: str, samples, steps: int, tmp: Path, make_sam, spec: str,
+              ray_workers: tuple[int, ...]) -> dict[str, float]:
+    """Objects/s of every harness for one model (``make_sam()`` gives fresh equal weights);
+    ``samples`` are at the model's input size, as the Ray loop's crops are."""
+    dataset = tmp / f"ds-{label}"
+    write_dataset(dataset, [SampleInput(s.image, s.labels, f"s{i}")
+                            for i, s in enumerate(samples)], val_fraction=0.25)
+    rows: dict[str, float] = {}
+    rows[f"{label} plain full"] = plain_loop(samples, "full", steps, make_sam())
+    rows[f"{label} plain decoder"] = plain_loop(samples, "decoder", steps, make_sam())
+    try:
+        rows[f"{label} micro-sam SamTrainer full"] = microsam_trainer(
+            samples, steps, tmp / f"ms-{label}", make_sam())
+    except Exception as exc:  # noqa: BLE001 - report and go on
+        print(f"micro-sam trainer skipped ({label}): {type(exc).__name__}: {exc}")
+    for mode in ("full", "decoder"):
+        for workers in ray_workers:
+            rows[f"{label} ray {workers}w {mode}"] = ray_run(
+                dataset, tmp / f"runs-{label}", mode, workers, steps, spec)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="few steps, for CI")
-    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--smoke", action="store_true", help="tiny only, few steps, for CI")
+    parser.add_argument("--steps", type=int, default=None, help="steps per harness (tiny)")
+    parser.add_argument("--vit-t-steps", type=int, default=4, help="steps for vit_t (0: skip)")
     args = parser.parse_args()
     steps = args.steps or (6 if args.smoke else 40)
-    samples = make_samples(8, seed=1)
+    vit_t_steps = 0 if args.smoke else args.vit_t_steps
+    samples = make_samples(8, seed=1)  # 256 px: tiny's input size
     rows: dict[str, float] = {}
-    rows["plain full"] = plain_loop(samples, "full", steps)
-    rows["plain decoder"] = plain_loop(samples, "decoder", steps)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        write_dataset(tmp / "ds", [SampleInput(s.image, s.labels, f"s{i}")
-                                   for i, s in enumerate(samples)], val_fraction=0.25)
-        try:
-            rows["micro-sam SamTrainer full"] = microsam_trainer(samples, steps, tmp / "ms")
-        except Exception as exc:  # noqa: BLE001 - report and go on
-            print(f"micro-sam trainer skipped: {type(exc).__name__}: {exc}")
         import ray
 
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            for mode in ("full", "decoder"):
-                for workers in (1, 2):
-                    rows[f"ray {workers}w {mode}"] = ray_run(tmp / "ds", tmp / "runs", mode,
-                                                            workers, steps)
+            rows.update(harnesses("tiny", samples, steps, tmp, lambda: build_tiny_sam(seed=0),
+                                  "tiny", (1, 2)))
+            if vit_t_steps:
+                spec = str(tmp / "vit_t.pt")
+                vit_t_model(Path(spec))
+                big = make_samples(4, shape=(1024, 1024), seed=1)  # vit_t's input size
+                rows.update(harnesses("vit_t", big, vit_t_steps, tmp, vit_t_model, spec, (1,)))
         finally:
             ray.shutdown()
-    print(f"\n{'harness':<28} objects/s   (tiny SAM, {N_OBJ} objects x {ROUNDS + 1} rounds, "
-          f"{steps} steps)")
+    print(f"\n{'harness':<34} objects/s   ({N_OBJ} objects x {ROUNDS + 1} rounds; tiny "
+          f"{steps} steps" + (f", vit_t {vit_t_steps} steps at 1024 px" if vit_t_steps else "")
+          + "; 1 thread per process)")
     for name, value in rows.items():
-        print(f"{name:<28} {value:9.1f}")
-    print(f"RATIO ray2w_full_over_plain_full={rows['ray 2w full'] / rows['plain full']:.2f}")
+        print(f"{name:<34} {value:9.2f}")
+    def ratio(a: str, b: str) -> str:
+        return f"{rows[a] / rows[b]:.2f}" if a in rows and b in rows else "n/a"
+
+    ms = "micro-sam SamTrainer full"
+    for label in ("tiny", "vit_t"):
+        if f"{label} plain full" in rows:
+            for mode in ("full", "decoder"):
+                print(f"{label} {mode}: ray 1w / plain = "
+                      f"{ratio(f'{label} ray 1w {mode}', f'{label} plain {mode}')}")
+            print(f"{label} full: ray 1w / micro-sam = "
+                  f"{ratio(f'{label} ray 1w full', f'{label} {ms}')}")
+    figures = [f"ray2w_full_over_plain_full={ratio('tiny ray 2w full', 'tiny plain full')}"]
+    if vit_t_steps:
+        figures += [f"vit_t_ray1w_full_over_plain_full="
+                    f"{ratio('vit_t ray 1w full', 'vit_t plain full')}",
+                    f"vit_t_ray1w_full_over_microsam={ratio('vit_t ray 1w full', f'vit_t {ms}')}"]
+    print("RATIO " + " ".join(figures))
 
 
 if __name__ == "__main__":

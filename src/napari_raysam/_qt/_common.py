@@ -132,8 +132,15 @@ class StreamThread(QObject):
                 self.failed.emit(exc)
 
 
-def preload_heavy_modules() -> None:
-    """Import torch and SAM code once on the main thread, so workers find them loaded."""
-    import micro_sam.instance_segmentation  # noqa: F401
-    import micro_sam.prompt_based_segmentation  # noqa: F401
-    import segment_anything  # noqa: F401
+SAM_MODULES = ("micro_sam.instance_segmentation", "micro_sam.prompt_based_segmentation",
+               "segment_anything")
+CLUSTER_MODULES = ("ray.job_submission",)
+
+
+def preload(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` on the GUI thread when a dock opens: imported later by a worker,
+    they would hold the GIL in long stretches (unmarshalling code) and stall napari."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -45,8 +44,7 @@ class MetricsPlot(QLabel):
         self._legend_keys: list[tuple] = [(), ()]
         self._laid_out_for: tuple | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="raysam-plot")
-        self._lock = threading.Lock()  # guards the request counters below
-        self._requested = self._drawn = 0
+        self._requested = self._drawn = 0  # touched on the GUI thread only
         self._busy = False
         self.setMinimumHeight(180)
         # the image follows the widget's size, never the other way round
@@ -83,7 +81,10 @@ class MetricsPlot(QLabel):
         self._busy = True
         ratio = self.devicePixelRatioF()
         size = (max(self.width(), 200), max(self.height(), 180), ratio)
-        self._pool.submit(self._draw, dict(self.epochs), size, self._requested)
+        try:
+            self._pool.submit(self._draw, dict(self.epochs), size, self._requested)
+        except RuntimeError:  # the interpreter is shutting down: nothing left to show
+            self._busy = False
 
     def _show(self, image: QImage, number: int) -> None:
         self._busy = False

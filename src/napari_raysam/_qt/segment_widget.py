@@ -25,9 +25,10 @@ from ..core.embeddings import EmbeddingCache
 from ..core.errors import RaysamError
 from ..core.images import ImagePolicy, to_sam_rgb
 from ._common import (
+    SAM_MODULES,
     LayerCombo,
     parse_channels,
-    preload_heavy_modules,
+    preload,
     run_in_worker,
     show_status,
 )
@@ -44,7 +45,7 @@ class SegmentWidget(QWidget):
 
     def __init__(self, napari_viewer, cache: EmbeddingCache | None = None):
         super().__init__()
-        preload_heavy_modules()
+        preload(SAM_MODULES)
         self.viewer = napari_viewer
         self.cache = cache or EmbeddingCache()
         self.model = None

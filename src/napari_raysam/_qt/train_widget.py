@@ -31,7 +31,7 @@ from ..core.local_head import LocalHead
 from ..core.run_index import RunIndex
 from ..core.run_text import epoch_text, fetch_action, model_label, model_summary, use_label
 from ..core.training.config import MODES
-from ._common import StreamThread, run_in_worker, show_status, spin
+from ._common import CLUSTER_MODULES, StreamThread, preload, run_in_worker, show_status, spin
 from .gc_pauses import QuietCollector
 from .metrics_plot import MetricsPlot
 
@@ -44,6 +44,7 @@ class TrainWidget(QWidget):
     def __init__(self, napari_viewer, profiles: ProfileStore | None = None,
                  index: RunIndex | None = None, head: LocalHead | None = None):
         super().__init__()
+        preload(CLUSTER_MODULES)
         self.viewer = napari_viewer
         self.profiles = profiles or ProfileStore()
         self.index = index or RunIndex()
