@@ -4,7 +4,8 @@ Rows, per model: a plain single-process PyTorch loop (full and decoder mode), ou
 (full and decoder; 1 and 2 workers for tiny, 1 worker for vit_t) and micro-sam's own SamTrainer
 (torch-em) on the same model, data, objects per image and rounds. tiny: the test SAM, 40 steps;
 vit_t: MobileSAM's architecture (our TinyViT, random weights) at 1024 px, ``--vit-t-steps``
-(4; 0 skips it). Ray rows report the training part of an epoch (the ``objects_per_s`` metric:
+(4; 0 skips it). The plain loop and micro-sam's trainer each run in a fresh process. Ray rows
+report the training part of an epoch (the ``objects_per_s`` metric:
 validation and startup excluded); micro-sam's row is wall time of ``fit`` with one validation
 batch. Run: ``python benchmarks/training_throughput.py [--smoke]`` (tiny only, 6 steps). The
 last line is ``RATIO name=value ...`` (Ray 2-worker full / plain full on tiny, and the vit_t
@@ -122,6 +123,17 @@ def vit_t_model(path: Path | None = None):
     return sam
 
 
+def isolated(func, *args):
+    """``func(*args)`` in a fresh (spawned) process: the in-process harnesses must not leave the
+    driver holding GBs of freed-but-kept heap (vit_t full: 3.5 GB after two steps) while the
+    Ray worker trains beside it, and every harness starts from the same state."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(func, *args).result()
+
+
 def harnesses(label: str, samples, steps: int, tmp: Path, make_sam, spec: str,
               ray_workers: tuple[int, ...]) -> dict[str, float]:
     """Objects/s of every harness for one model (``make_sam()`` gives fresh equal weights);
@@ -130,11 +142,11 @@ def harnesses(label: str, samples, steps: int, tmp: Path, make_sam, spec: str,
     write_dataset(dataset, [SampleInput(s.image, s.labels, f"s{i}")
                             for i, s in enumerate(samples)], val_fraction=0.25)
     rows: dict[str, float] = {}
-    rows[f"{label} plain full"] = plain_loop(samples, "full", steps, make_sam())
-    rows[f"{label} plain decoder"] = plain_loop(samples, "decoder", steps, make_sam())
+    rows[f"{label} plain full"] = isolated(plain_loop, samples, "full", steps, make_sam())
+    rows[f"{label} plain decoder"] = isolated(plain_loop, samples, "decoder", steps, make_sam())
     try:
-        rows[f"{label} micro-sam SamTrainer full"] = microsam_trainer(
-            samples, steps, tmp / f"ms-{label}", make_sam())
+        rows[f"{label} micro-sam SamTrainer full"] = isolated(
+            microsam_trainer, samples, steps, tmp / f"ms-{label}", make_sam())
     except Exception as exc:  # noqa: BLE001 - report and go on
         print(f"micro-sam trainer skipped ({label}): {type(exc).__name__}: {exc}")
     for mode in ("full", "decoder"):

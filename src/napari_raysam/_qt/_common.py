@@ -139,8 +139,19 @@ CLUSTER_MODULES = ("ray.job_submission",)
 
 def preload(modules: tuple[str, ...]) -> None:
     """Import ``modules`` on the GUI thread when a dock opens: imported later by a worker,
-    they would hold the GIL in long stretches (unmarshalling code) and stall napari."""
+    they would hold the GIL in long stretches (unmarshalling code) and stall napari.
+
+    The cyclic garbage collector is paused meanwhile: what imports create lives on, and the
+    full collections they set off cost ~1.5 s of the Segment dock's opening for nothing (the
+    dock then freezes the heap, see :mod:`.gc_pauses`)."""
+    import gc
     import importlib
 
-    for name in modules:
-        importlib.import_module(name)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for name in modules:
+            importlib.import_module(name)
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -74,6 +74,7 @@ class ExportWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
+        self.quiet_gc = QuietCollector(napari_viewer)
         self.viewer = napari_viewer
         self.worker = None
         self.last_export_path: str | None = None
@@ -130,7 +131,6 @@ class ExportWidget(QWidget):
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self.refresh_pairs)
         self.refresh_pairs()
-        self.quiet_gc = QuietCollector(napari_viewer)
 
     def refresh_pairs(self, _event=None):
         """List (image, labels) layers whose shapes match (image minus its channel axis); the

@@ -46,6 +46,8 @@ class SegmentWidget(QWidget):
     def __init__(self, napari_viewer, cache: EmbeddingCache | None = None):
         super().__init__()
         preload(SAM_MODULES)
+        # what the dock loaded lives on: out of the full collections' walks from now on
+        self.quiet_gc = QuietCollector(napari_viewer)
         self.viewer = napari_viewer
         self.cache = cache or EmbeddingCache()
         self.model = None
@@ -109,7 +111,6 @@ class SegmentWidget(QWidget):
         for key, method in keys.items():  # the prompt layers bind them too (layer keys win)
             napari_viewer.bind_key(key, lambda _v, m=method: m(), overwrite=True)
         self.update_cache_label()
-        self.quiet_gc = QuietCollector(napari_viewer)  # last: what the dock loaded is long-lived
 
     # --- state --------------------------------------------------------------------------
 

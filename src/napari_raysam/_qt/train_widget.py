@@ -45,6 +45,8 @@ class TrainWidget(QWidget):
                  index: RunIndex | None = None, head: LocalHead | None = None):
         super().__init__()
         preload(CLUSTER_MODULES)
+        # what the dock loaded lives on: out of the full collections' walks from now on
+        self.quiet_gc = QuietCollector(napari_viewer)
         self.viewer = napari_viewer
         self.profiles = profiles or ProfileStore()
         self.index = index or RunIndex()
@@ -151,7 +153,6 @@ class TrainWidget(QWidget):
         self.refresh_profiles()
         self.refresh_runs()
         self.model_edit.setText(self._segment_model() or "tiny")
-        self.quiet_gc = QuietCollector(napari_viewer)
 
     # --- profiles and cluster -------------------------------------------------------------
 
