@@ -96,6 +96,6 @@ def build_standard_sam(model_type: str):
         return build_vit_t_sam()
     from segment_anything import sam_model_registry
 
-    if arch not in sam_model_registry or arch == "defau":
+    if arch not in sam_model_registry:
         raise ModelError(f"Unknown SAM architecture {model_type!r}; use one of {STANDARD_TYPES}.")
     return sam_model_registry[arch]()

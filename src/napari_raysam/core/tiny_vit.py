@@ -13,6 +13,7 @@ import itertools
 
 import torch
 import torch.nn.functional as F
+from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
 EMBED_DIMS = (64, 128, 160, 320)
@@ -148,22 +149,6 @@ class Stage(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.downsample = downsample
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of a (B, C, H, W) map."""
-
-    def __init__(self, channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x):
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
 class TinyViTEncoder(nn.Module):
