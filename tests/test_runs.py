@@ -17,6 +17,7 @@ from napari_raysam.core.cluster import ClusterProfile, make_client
 from napari_raysam.core.errors import RaysamError
 from napari_raysam.core.local_head import LocalHead
 from napari_raysam.core.run_index import RunIndex, RunRecord, list_registered_models
+from napari_raysam.core.training.events import append_event
 
 
 @pytest.fixture
@@ -226,8 +227,7 @@ def test_follow_parses_events_logs_status_and_replays_once(profile, stream):
     epoch = {"event": "epoch", "epoch": 1, "epochs": 1, "train_loss": 0.5}
     record = _raw_job(profile, f"import json; print('hello'); print(json.dumps({epoch!r}))")
     run_dir = Path(profile.storage) / "runs" / record.name
-    run_dir.mkdir(parents=True)
-    (run_dir / "metrics.jsonl").write_text(json.dumps({**epoch, "time": "t"}) + "\n")
+    append_event(run_dir, {**epoch, "time": "t"})
     events = list(runs.follow(record, poll=0.2, stream=stream))
     kinds = [e["event"] for e in events]
     assert kinds.count("epoch") == 1 and events[0]["event"] == "epoch"

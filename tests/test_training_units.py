@@ -100,15 +100,30 @@ def test_tiles_dihedral_and_shards():
     assert data.steps_per_epoch(7, 2, 1) == 4 and data.steps_per_epoch(7, 2, 1, fixed=9) == 9
 
 
-def test_events_dedupe_and_follow(tmp_path):
+@pytest.mark.parametrize("where", ["folder", "object store"])
+def test_events_dedupe_and_follow(tmp_path, where):
+    from napari_raysam.core.storage import Storage
+
+    storage = Storage.open(str(tmp_path) if where == "folder" else "mock:///bucket/runs/r1")
+    log = events.EventLog(storage)
+    log.append({"event": "start"})
     seen = []
-    follower = events.Follower(tmp_path, seen.append)
-    events.append_event(tmp_path, {"event": "epoch", "epoch": 1})
-    events.append_event(tmp_path, {"event": "epoch", "epoch": 1})  # a restarted worker
-    events.append_event(tmp_path, {"event": "epoch", "epoch": 2})
+    follower = events.Follower(events.EventLog(storage), seen.append)  # skips what is there
+    log.append({"event": "epoch", "epoch": 1})
+    log.append({"event": "epoch", "epoch": 1})  # a restarted worker
+    log.append({"event": "epoch", "epoch": 2})
     follower.poll()
+    follower.poll()  # nothing twice
     assert [e["epoch"] for e in seen] == [1, 2]
-    assert all("time" in e for e in events.read_events(tmp_path))
+    everything = events.EventLog(storage).read_all()
+    assert [e["event"] for e in everything] == ["start", "epoch", "epoch"]
+    assert all("time" in e for e in everything)
+    assert not [n for n, _ in storage.list("events") if ".part-" in n]
+
+
+def test_events_of_a_legacy_run_are_still_read(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"event": "start"}\n{"event": "epoch", "epoch": 1}\n')
+    assert [e["event"] for e in events.read_events(tmp_path)] == ["start", "epoch"]
 
 
 def test_report_says_when_worse(tmp_path):

@@ -22,6 +22,21 @@ def add_parser(subparsers) -> None:
     status = csub.add_parser("status", help="is the local head up? (with a cluster summary)")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_cluster_status)
+    check = csub.add_parser(
+        "check", help="check a cluster and its storage from both sides before any upload",
+        description="Connect to the cluster's Jobs API, check the storage URI from this "
+                    "computer, then run a small probe job on the cluster that writes and reads "
+                    "a probe object there and reports the cluster's versions.")
+    check.add_argument("--address", default=None,
+                       help="Jobs API of the head, http(s)://host:8265 (default: the profile's)")
+    check.add_argument("--token-env", default=None,
+                       help="environment variable holding the cluster's auth token")
+    check.add_argument("--storage", default=None,
+                       help="storage URI (folder, s3://bucket/prefix?endpoint_override=host:port"
+                            "&scheme=http, gs://bucket/prefix)")
+    check.add_argument("--profile", default=None, help="a saved cluster profile")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=_cluster_check)
     csub.add_parser("stop", help="stop the local head this plugin started").set_defaults(
         func=_cluster_stop)
 
@@ -84,6 +99,35 @@ def _cluster_status(args) -> int:
     summary = connect(profile, check_storage=False)
     _out(args, {"running": True, "pid": state.pid, "address": state.address,
                 "summary": summary.__dict__}, f"pid {state.pid}\n{summary.text()}")
+    return 0
+
+
+def _profile_from_args(args):
+    """A saved profile (``--profile``) with ``--address/--token-env/--storage`` applied."""
+    from napari_raysam.core.cluster import ClusterProfile, ProfileStore
+
+    if args.profile:
+        profile = ProfileStore().get(args.profile)
+    else:
+        profile = ClusterProfile(name="cli", address=args.address or "local")
+    if args.address:
+        profile.address = args.address
+    if args.token_env:
+        profile.token_env = args.token_env
+    if args.storage:
+        profile.storage = args.storage
+    if profile.address == "local":
+        profile.name = "local"
+    return profile.validate()
+
+
+def _cluster_check(args) -> int:
+    from dataclasses import asdict
+
+    from napari_raysam.core.cluster import connect
+
+    summary = connect(_profile_from_args(args), start_local=False)
+    _out(args, {"event": "checked", **asdict(summary)}, summary.text())
     return 0
 
 
@@ -173,24 +217,12 @@ def _runs_fetch(args) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from napari_raysam.core.cluster import ClusterProfile, ProfileStore
     from napari_raysam.core.errors import RaysamError
     from napari_raysam.core.runs import RESERVED, _train_parser, fetch, submit
 
     if args.name:
         raise RaysamError("submit always uses a fresh run name; drop --name.")
-    if args.profile:
-        profile = ProfileStore().get(args.profile)
-    else:
-        profile = ClusterProfile(name="cli", address=args.address or "local")
-    if args.address:
-        profile.address = args.address
-    if args.token_env:
-        profile.token_env = args.token_env
-    if args.storage:
-        profile.storage = args.storage
-    if profile.address == "local":
-        profile.name = "local"
+    profile = _profile_from_args(args)
     dests = {a.dest for a in _train_parser()._actions if a.option_strings} - set(RESERVED)
     options = {k: getattr(args, k) for k in sorted(dests) if getattr(args, k, None) is not None}
     record = submit(profile, args.dataset, options)

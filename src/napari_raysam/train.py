@@ -20,7 +20,8 @@ from napari_raysam.core.training.config import MODES, TrainConfig
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The training options, shared by ``napari-raysam train`` and this module."""
-    parser.add_argument("dataset", help="training-set folder (written by the Export dock/CLI)")
+    parser.add_argument("dataset", help="training-set folder (written by the Export dock/CLI) "
+                                        "or its storage URI")
     parser.add_argument("--model", default="tiny", help="base model spec (default: tiny)")
     parser.add_argument("--mode", choices=MODES, default="decoder")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers")
@@ -33,7 +34,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=None)
     parser.add_argument("--images-per-step", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--storage", default=None, help="run storage folder (Ray storage_path)")
+    parser.add_argument("--max-failures", type=int, default=2,
+                        help="worker failures a run survives by resuming from its last "
+                             "checkpoint; 0 ends the run at the first (default: 2)")
+    parser.add_argument("--storage", default=None,
+                        help="run storage: a folder, or s3://bucket/prefix[?endpoint_override="
+                             "host:port&scheme=http] or gs://bucket/prefix (Ray storage_path)")
     parser.add_argument("--name", default=None,
                         help="run name; an existing run of the same data resumes")
     parser.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
@@ -47,7 +53,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs, lr=args.lr, objects_per_image=args.objects_per_image,
         correction_rounds=args.correction_rounds, steps_per_epoch=args.steps_per_epoch,
         images_per_step=args.images_per_step, seed=args.seed, storage=args.storage,
-        name=args.name,
+        name=args.name, max_failures=args.max_failures,
     )
 
 

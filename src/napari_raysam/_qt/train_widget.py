@@ -50,6 +50,7 @@ class TrainWidget(QWidget):
         self.viewer = napari_viewer
         self.profiles = profiles or ProfileStore()
         self.index = index or RunIndex()
+        self._checked: tuple | None = None  # (address, storage) last checked by Connect
         self.head = head or LocalHead()
         self.record = None  # the run being followed
         self.model = None  # the registered model of the last finished run
@@ -194,7 +195,11 @@ class TrainWidget(QWidget):
                 self.head.start(profile.token())
             return connect(profile, head=self.head)
 
-        return self._run(work, (), lambda s: self.summary.setText(s.text()), "Connecting...")
+        def done(summary) -> None:
+            self.summary.setText(summary.text())
+            self._checked = (profile.address, profile.storage)  # Start needs no second probe
+
+        return self._run(work, (), done, "Connecting...")
 
     def stop_local(self):
         return self._run(self.head.stop, (), lambda stopped: show_status(
@@ -232,7 +237,9 @@ class TrainWidget(QWidget):
         self.plot.clear()
         self.result.setText("")
         self.use_button.setEnabled(False)
-        return self._run(runs.submit, (profile, dataset, self.options(), self.index, self.head),
+        preflight = self._checked != (profile.address, profile.storage)
+        return self._run(runs.submit, (profile, dataset, self.options(), self.index, self.head,
+                                       preflight),
                          self.follow, "Uploading the training set and submitting...")
 
     def follow(self, record) -> None:

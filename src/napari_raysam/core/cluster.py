@@ -17,12 +17,15 @@ from urllib.parse import urlparse
 from .errors import RaysamError
 from .local_head import LocalHead
 from .paths import cache_dir, config_dir, read_json, write_json_atomic
-from .storage import Storage, validate_storage_uri
+from .storage import Storage, StorageError, redact, validate_storage_uri
 
 __all__ = ["ClusterError", "ClusterProfile", "ClusterSummary", "LocalHead", "ProfileStore",
-           "connect", "make_client", "resolve_address", "validate_address", "validate_token"]
+           "check_cluster_storage", "connect", "make_client", "package_dir", "resolve_address",
+           "validate_address", "validate_token"]
 
 LOCAL = "local"
+#: The probe job's result line starts with this (see napari_raysam.probe).
+PROBE_MARK = "RAYSAM-PROBE "
 PROFILES_FILE = "profiles.json"
 
 
@@ -257,12 +260,19 @@ class ClusterSummary:
     memory_gb: float
     running_jobs: list[str]
     warnings: list[str] = field(default_factory=list)
+    cluster_versions: dict = field(default_factory=dict)
+    storage_checked: bool = False
 
     def text(self) -> str:
         lines = [f"{self.address}: Ray {self.ray_version} (client {self.client_ray_version}), "
                  f"Python {self.python_version or '?'} (client {self.client_python_version})",
                  f"{self.nodes} node(s), {self.cpus:g} CPUs, {self.gpus:g} GPUs, "
                  f"{self.memory_gb:.1f} GB memory; {len(self.running_jobs)} running job(s)"]
+        if self.storage_checked:
+            v = self.cluster_versions
+            lines.append("storage reachable from both sides; cluster torch "
+                         f"{v.get('torch') or 'missing'}, "
+                         f"micro-sam {v.get('micro-sam') or 'missing'}")
         return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
 
 
@@ -270,11 +280,65 @@ def _minor(version: str | None) -> str:
     return ".".join((version or "").split(".")[:2])
 
 
+def package_dir() -> str:
+    """This package's folder, shipped to jobs as ``runtime_env.py_modules``."""
+    import napari_raysam
+
+    return str(Path(napari_raysam.__file__).resolve().parent)
+
+
+def check_cluster_storage(client, storage_uri: str, timeout: float = 180.0) -> dict:
+    """Run the probe job (``python -m napari_raysam.probe``) on the cluster: it writes and
+    reads a probe object under ``storage_uri`` from the cluster's side. Returns the cluster's
+    versions; StorageError naming the cluster side and the fix when it cannot use the storage,
+    ClusterError when the probe itself does not run."""
+    import json
+    import secrets
+    import shlex
+    import time
+
+    name = f"raysam-probe-{secrets.token_hex(4)}"
+    entry = shlex.join(["python", "-m", "napari_raysam.probe", storage_uri])
+    try:
+        client.submit_job(entrypoint=entry, submission_id=name,
+                          runtime_env={"py_modules": [package_dir()]},
+                          metadata={"napari_raysam_probe": "1"})
+    except Exception as exc:  # noqa: BLE001 - turned into a message
+        raise ClusterError(f"The cluster did not accept the storage probe job "
+                           f"({type(exc).__name__}: {str(exc)[:200]}).") from None
+    deadline, status = time.monotonic() + timeout, "PENDING"
+    while time.monotonic() < deadline:
+        status = str(client.get_job_status(name).value)
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            break
+        time.sleep(0.5)
+    else:
+        try:
+            client.stop_job(name)
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+        raise ClusterError(f"The storage probe job did not finish within {timeout:.0f} s (it is "
+                           f"{status}); the cluster may be busy or lack free CPUs. Retry later.")
+    logs = client.get_job_logs(name)
+    line = next((x for x in reversed(logs.splitlines()) if x.startswith(PROBE_MARK)), None)
+    if status != "SUCCEEDED" or line is None:
+        tail = "\n".join(logs.splitlines()[-10:])
+        raise ClusterError(f"The storage probe job {status} on the cluster; is napari-raysam's "
+                           f"image (torch, ray, pyarrow) installed there? Its log ends:\n{tail}")
+    result = json.loads(line[len(PROBE_MARK):])
+    if not result.get("storage_ok"):
+        raise StorageError(f"The cluster cannot use the storage {redact(storage_uri)}: "
+                           f"{result.get('storage_error')} This computer can; fix the cluster "
+                           "side (its credentials, or an endpoint its nodes can reach).")
+    return result.get("versions", {})
+
+
 def connect(profile: ClusterProfile, timeout: float = 5.0, check_storage: bool = True,
             head: LocalHead | None = None, start_local: bool = False) -> ClusterSummary:
     """Check the profile end to end (address, token, Jobs API, storage) and summarise the
     cluster; ``start_local`` starts the embedded head for the ``local`` profile if needed.
-    Raises ClusterError/StorageError with a message naming the fix."""
+    For a remote profile the storage is checked from this computer and then from the cluster
+    (a probe job). Raises ClusterError/StorageError with a message naming the fix."""
     import ray
     import requests
 
@@ -309,4 +373,8 @@ def connect(profile: ClusterProfile, timeout: float = 5.0, check_storage: bool =
                                 f"{client_py}; the shipped code must work on both")
     if check_storage:
         Storage.open(profile.storage_uri()).check_writable(timeout=max(timeout, 5.0))
+        if not profile.is_local:
+            versions = check_cluster_storage(make_client(address, headers), profile.storage_uri())
+            summary.cluster_versions = versions
+            summary.storage_checked = True
     return summary

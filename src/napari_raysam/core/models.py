@@ -264,6 +264,10 @@ def load_model(spec: str, device: str | None = None) -> LoadedModel:
     if not spec:
         raise ModelError("No model given: pick a model name such as 'vit_b_lm', 'tiny' or a file.")
     device = device or best_device()
+    if "://" in spec:  # an object in storage, e.g. a base model the client uploaded
+        from .node_cache import model_on_node
+
+        spec = model_on_node(spec)
     if spec == TINY_CELLS:
         loaded = load_checkpoint(shipped_weights(), device)
         loaded.spec = spec

@@ -7,7 +7,7 @@ the local run index (:mod:`.run_index`) so a new session can list and re-attach 
 Events yielded by :func:`follow` (dicts, one per step):
 
 * training events, as ``train --json`` prints them: ``start``, ``baseline``, ``epoch``,
-  ``resume``, ``end`` (replayed first from ``metrics.jsonl`` in storage, never twice);
+  ``resume``, ``end`` (replayed first from the run's ``events/`` in storage, never twice);
 * ``{"event": "status", "run", "status": PENDING|RUNNING|SUCCEEDED|FAILED|STOPPED,
   "message", "log_tail"}`` whenever the job status changes (log_tail on FAILED);
 * ``{"event": "log", "run", "line"}`` for every other line of the job's output;
@@ -25,7 +25,15 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from .cluster import ClusterError, ClusterProfile, ProfileStore, make_client, resolve_address
+from .cluster import (
+    ClusterError,
+    ClusterProfile,
+    ProfileStore,
+    check_cluster_storage,
+    make_client,
+    package_dir,
+    resolve_address,
+)
 from .errors import RaysamError
 from .job_logs import LogStream
 from .local_head import RUN_SLOT, LocalHead
@@ -40,7 +48,7 @@ from .run_index import (
     register_model,
 )
 from .storage import Storage, StorageError
-from .training.events import METRICS_FILE, now_iso
+from .training.events import EventLog, now_iso
 
 __all__ = ["RunRecord", "cancel", "fetch", "follow", "history", "list_registered_models",
            "list_runs", "refresh", "submit", "train_argv"]
@@ -94,24 +102,47 @@ def build_entrypoint(python: str, dataset_uri: str, argv: list[str], runs_uri: s
                        runs_uri, "--name", name, "--json"])
 
 
-def _package_dir() -> str:
-    import napari_raysam
+def upload_base_model(storage: Storage, spec: str) -> str:
+    """The spec the job loads: a model that lives on this computer (``run:NAME``, a checkpoint
+    file) is uploaded to ``models/<sha256>/`` and named by its storage URI; registry names and
+    built-in models are left as they are (the cluster resolves them itself)."""
+    from .models import TINY_CELLS
 
-    return str(Path(napari_raysam.__file__).resolve().parent)
+    spec = str(spec).strip()
+    if spec.startswith("run:"):
+        known = {m.name: m.path for m in list_registered_models()}
+        if spec[4:] not in known:
+            raise RaysamError(f"No fine-tuned model named {spec[4:]!r} on this computer; fetched "
+                              f"runs: {', '.join(known) or 'none yet'}. Fetch the run first.")
+        return storage.upload_model(known[spec[4:]])
+    if spec == TINY_CELLS or spec == "tiny" or spec.startswith("tiny:") or "://" in spec:
+        return spec
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return storage.upload_model(path.resolve())
+    return spec
 
 
 def submit(profile: ClusterProfile, dataset: str | Path, options: dict | None = None,
-           index: RunIndex | None = None, head: LocalHead | None = None) -> RunRecord:
-    """Upload the training set, submit the training job and record it; returns the record."""
+           index: RunIndex | None = None, head: LocalHead | None = None,
+           preflight: bool = True) -> RunRecord:
+    """Check the storage from both sides (remote profiles: a probe job on the cluster, see
+    :func:`.cluster.check_cluster_storage`), upload the training set and a local base model,
+    submit the training job and record it; returns the record."""
     from .training.config import fresh_run_name
 
     index = index or RunIndex()
     profile.validate()
-    argv = train_argv(dict(options or {}))
+    options = dict(options or {})
+    argv = train_argv(options)
     address = resolve_address(profile, head, start_local=profile.is_local)
     client = make_client(address, profile.headers())
     storage = Storage.open(profile.storage_uri())
     storage.check_writable()
+    if preflight and not profile.is_local:
+        check_cluster_storage(client, profile.storage_uri())
+    if options.get("model"):
+        argv = train_argv({**options, "model": upload_base_model(storage, options["model"])})
     content_hash, dataset_uri, _, _ = storage.upload_dataset(dataset)
     name = fresh_run_name()
     python = sys.executable if profile.is_local else "python"
@@ -122,7 +153,7 @@ def submit(profile: ClusterProfile, dataset: str | Path, options: dict | None = 
         submitted=now_iso(), token_env=profile.token_env))
     try:
         client.submit_job(entrypoint=entry, submission_id=name,
-                          runtime_env={"py_modules": [_package_dir()],
+                          runtime_env={"py_modules": [package_dir()],
                                        "env_vars": {"PYTHONUNBUFFERED": "1"}},
                           entrypoint_resources={RUN_SLOT: 1} if profile.is_local else None,
                           metadata={"napari_raysam_run": name, "dataset_hash": content_hash})
@@ -151,20 +182,12 @@ def _client(record: RunRecord, head: LocalHead | None = None):
 
 
 def history(record: RunRecord) -> list[dict]:
-    """The run's events from ``metrics.jsonl`` in storage ([] when not reachable yet)."""
+    """The run's events from its ``events/`` in storage ([] when not reachable yet)."""
     safe_name(record.name, "run name")
     try:
-        storage = Storage.open(record.storage)
-        data = storage.read_bytes(storage.path("runs", record.name, METRICS_FILE)) or b""
+        return EventLog(Storage.open(record.storage).child("runs", record.name)).read_all()
     except (StorageError, OSError):
         return []
-    out = []
-    for line in data.decode(errors="replace").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
 
 
 def _log_tail(client, name: str, lines: int = 40) -> str:

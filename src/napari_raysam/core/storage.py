@@ -1,9 +1,16 @@
 """A cluster profile's storage URI through pyarrow.fs: datasets up, run outputs down.
 
-Layout under the URI: ``datasets/<content hash>/`` (a training set, manifest written last) and
-``runs/<run name>/`` (Ray Train's storage_path: metrics.jsonl, model.pt, report.json, ...).
-Uploads skip files already there with the right sha256; downloads go to a temporary name, are
-checked against the remote file's sha256 and only then renamed into place.
+Layout under the URI: ``datasets/<content hash>/`` (a training set, manifest written last),
+``models/<sha256>/model.pt`` (a base model that lives on the client) and ``runs/<run name>/``
+(Ray Train's storage_path: events/, model.pt, report.json, ...). Uploads skip files already
+there with the right sha256; downloads go to a temporary name, are checked against the remote
+file's sha256 and only then renamed into place.
+
+The same code serves the client and the job, for folders (local, NFS) and object stores (S3 and
+S3-compatible stores such as MinIO with ``?endpoint_override=host:9000&scheme=http``, GCS).
+Credentials never travel in a URI: each side takes them from its standard provider chain (AWS
+env vars or ``~/.aws``, Google application-default credentials); a URI that carries them is
+refused, and messages never repeat one.
 """
 
 from __future__ import annotations
@@ -15,12 +22,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 from .errors import RaysamError
 
 SCHEMES = ("file", "s3", "gs", "gcs", "mock")
+OBJECT_SCHEMES = ("s3", "gs", "gcs", "mock")
 CHUNK = 1 << 20
+#: URI query keys that would put a credential into a stored, logged or command-line URI.
+SECRET_KEYS = ("access_key", "secret_key", "session_token", "credential", "password", "token",
+               "secret", "key")
 
 
 class StorageError(RaysamError):
@@ -42,9 +53,71 @@ def validate_storage_uri(uri: str) -> str:
     if scheme not in SCHEMES:
         raise StorageError(f"The storage URI scheme {scheme!r} is not supported; use a local or "
                            "shared folder path, file://, s3:// or gs://.")
-    if scheme in ("s3", "gs", "gcs") and not urlparse(uri).netloc:
+    url = urlparse(uri)
+    if url.username or url.password or "@" in url.netloc:
+        raise StorageError(f"The storage URI {redact(uri)} carries a user name or password. "
+                           "Remove it: credentials come from each side's standard provider "
+                           "chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws, Google "
+                           "application-default credentials), never from the URI.")
+    secret = [k for k, _ in parse_qsl(url.query) if any(w in k.lower() for w in SECRET_KEYS)]
+    if secret:
+        raise StorageError(f"The storage URI {redact(uri)} carries credentials "
+                           f"({', '.join(secret)}). Remove them from the URI and set them "
+                           "in the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, an "
+                           "~/.aws profile, or GOOGLE_APPLICATION_CREDENTIALS) on this computer "
+                           "and on the cluster.")
+    if scheme in ("s3", "gs", "gcs") and not url.netloc:
         raise StorageError(f"The storage URI {uri!r} names no bucket; write {scheme}://BUCKET/path.")
     return uri
+
+
+def redact(uri: str) -> str:
+    """``uri`` without user info and with credential-like query values replaced by ``***``."""
+    if "://" not in str(uri):
+        return str(uri)
+    url = urlparse(str(uri))
+    netloc = url.netloc.rsplit("@", 1)[-1]
+    query = "&".join(f"{k}=***" if any(w in k.lower() for w in SECRET_KEYS) else f"{k}={v}"
+                     for k, v in parse_qsl(url.query))
+    return f"{url.scheme}://{netloc}{url.path}" + (f"?{query}" if query else "")
+
+
+def is_remote_uri(spec: str) -> bool:
+    """True for an object-store URI (s3://, gs://, ...), whose files need a download."""
+    return "://" in str(spec) and urlparse(str(spec)).scheme in OBJECT_SCHEMES
+
+
+def explain(exc: BaseException, uri: str, side: str) -> str:
+    """One sentence naming what failed (``side``: "this computer" or "the cluster") and the fix,
+    from a pyarrow/OS error; never repeats credentials."""
+    text = str(exc)
+    low = text.lower()
+    where = f"The storage {redact(uri)}, as seen from {side},"
+    if "no_such_bucket" in low or "nosuchbucket" in low or "bucket does not exist" in low \
+            or ("bucket" in low and "not found" in low):
+        return (f"{where} names a bucket that does not exist. Create the bucket (e.g. `mc mb` "
+                "for MinIO, `aws s3 mb`) or fix its name in the storage URI.")
+    if any(w in low for w in ("invalidaccesskeyid", "signaturedoesnotmatch", "invalid_access_key",
+                              "access key id you provided", "signature we calculated",
+                              "no credentials", "unable to locate credentials",
+                              "could not find credentials", "invalidtoken", "expiredtoken",
+                              "default credentials")) \
+            or ("access_denied" in low and "during head" in low):
+        return (f"{where} refused the credentials (or they give no access to this bucket). Set "
+                f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or GOOGLE_APPLICATION_CREDENTIALS) "
+                f"to valid ones with access to the bucket on {side}.")
+    if "access_denied" in low or "accessdenied" in low or "access denied" in low \
+            or "permission denied" in low or "forbidden" in low or "read-only" in low:
+        return (f"{where} does not allow writing there (permission denied). Give those "
+                "credentials write access to the bucket/prefix, or pick one you can write to.")
+    if any(w in low for w in ("couldn't connect", "could not connect", "connection refused",
+                              "curlcode: 7", "curlcode: 6", "curlcode: 28", "network_connection",
+                              "resolve host", "timed out", "did not answer", "unreachable",
+                              "failed to connect")):
+        return (f"{where} is unreachable (its endpoint does not answer). Check the host and port "
+                f"in endpoint_override and that this address is reachable from {side}.")
+    first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+    return f"{where} failed: {redact(first)}. Check the URI, the bucket and the credentials."
 
 
 def _hash_stream(stream, sink: Callable[[bytes], None] | None = None) -> str:
@@ -70,8 +143,9 @@ def _timed(fn: Callable, timeout: float, what: str):
     t.start()
     t.join(timeout)
     if t.is_alive():
-        raise StorageError(f"{what} did not answer within {timeout:.0f} s; check the network, the "
-                           "bucket name and your credentials, or pick another storage URI.")
+        raise StorageError(f"{what} is unreachable (no answer within {timeout:.0f} s). Check the "
+                           "host and port in endpoint_override, the network, the bucket name and "
+                           "the credentials, or pick another storage URI.")
     if "error" in box:
         raise box["error"]
     return box.get("value")
@@ -86,29 +160,60 @@ class Storage:
     root: str
 
     @classmethod
-    def open(cls, uri: str, timeout: float = 10.0) -> Storage:
+    def open(cls, uri: str, timeout: float = 10.0, side: str = "this computer") -> Storage:
         uri = validate_storage_uri(uri)
         from pyarrow import fs as pafs
 
         try:
             filesystem, root = _timed(lambda: pafs.FileSystem.from_uri(uri), timeout,
-                                      f"The storage {uri}")
+                                      f"The storage {redact(uri)}")
         except (OSError, ValueError) as exc:
-            raise StorageError(f"Cannot open the storage URI {uri}: {exc}. Check the path, "
-                               "bucket and credentials.") from None
+            raise StorageError(f"Cannot open the storage URI: {explain(exc, uri, side)}") \
+                from None
         return cls(uri=uri, fs=filesystem, root=root.rstrip("/") or "/")
+
+    @property
+    def is_local(self) -> bool:
+        return type(self.fs).__name__ == "LocalFileSystem"
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *[p.strip("/") for p in parts if p]])
 
     def uri_of(self, *parts: str) -> str:
-        """The URI (or absolute local path) of ``parts`` for the job's command line."""
+        """The URI (or absolute local path) of ``parts`` for the job's command line; keeps the
+        URI's query (an S3 endpoint), which never holds credentials (see validate_storage_uri)."""
         if self.uri.startswith("/"):
             return self.path(*parts)
-        scheme = urlparse(self.uri).scheme
-        if scheme == "file":
+        url = urlparse(self.uri)
+        if url.scheme == "file":
             return self.path(*parts)
-        return f"{scheme}://{self.path(*parts).lstrip('/')}"
+        query = f"?{url.query}" if url.query else ""
+        return f"{url.scheme}://{self.path(*parts).lstrip('/')}{query}"
+
+    def child(self, *parts: str) -> Storage:
+        """The same filesystem rooted at ``parts`` below this root."""
+        return Storage(uri=self.uri_of(*parts), fs=self.fs, root=self.path(*parts))
+
+    def list(self, *parts: str) -> list[tuple[str, bool]]:
+        """``(name, is_folder)`` of the entries under ``parts`` ([] when it does not exist)."""
+        from pyarrow.fs import FileSelector, FileType
+
+        infos = self.fs.get_file_info(FileSelector(self.path(*parts), allow_not_found=True))
+        return sorted((i.base_name, i.type == FileType.Directory) for i in infos)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a small object whole: through a temporary name on folders (no torn reads),
+        in one PUT on object stores (atomic there)."""
+        parent = path.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        if not self.is_local:
+            with self.fs.open_output_stream(path) as out:
+                out.write(data)
+            return
+        tmp = f"{path}.part-{secrets.token_hex(4)}"
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(data)
+        self.fs.move(tmp, path)
 
     def _info(self, path: str):
         return self.fs.get_file_info(path)
@@ -122,8 +227,9 @@ class Storage:
         info = self._info(path)
         return info.size if info.type.name == "File" else None
 
-    def check_writable(self, timeout: float = 10.0) -> None:
-        """Write, read back and delete a probe file; StorageError saying why when it fails."""
+    def check_writable(self, timeout: float = 10.0, side: str = "this computer") -> None:
+        """Write, read back and delete a probe object; StorageError naming ``side`` and the fix
+        (missing bucket, credentials, permission, unreachable endpoint) when it fails."""
         probe = self.path(f".raysam-probe-{secrets.token_hex(4)}")
 
         def go() -> None:
@@ -136,10 +242,9 @@ class Storage:
             self.fs.delete_file(probe)
 
         try:
-            _timed(go, timeout, f"The storage {self.uri}")
-        except OSError as exc:
-            raise StorageError(f"Cannot write to the storage {self.uri} ({exc}). Pick a folder or "
-                               "bucket you can write to, or fix its permissions/credentials.") \
+            _timed(go, timeout, f"The storage {redact(self.uri)}, as seen from {side},")
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"Cannot write to the storage: {explain(exc, self.uri, side)}") \
                 from None
 
     def sha256(self, path: str) -> str:
@@ -197,6 +302,17 @@ class Storage:
             self.put_file(local_dir / MANIFEST, self.path(*base, MANIFEST))
             uploaded += 1
         return ts.content_hash, self.uri_of(*base), uploaded, skipped
+
+    def upload_model(self, local: str | Path) -> str:
+        """Upload a checkpoint file to ``models/<sha256>/model.pt`` (skipped when it is there);
+        returns its URI for the job's ``--model``."""
+        local = Path(local)
+        with open(local, "rb") as fh:
+            sha = _hash_stream(fh)
+        remote = self.path("models", sha, "model.pt")
+        if self.size(remote) != local.stat().st_size or self.sha256(remote) != sha:
+            self.put_file(local, remote, sha)
+        return self.uri_of("models", sha, "model.pt")
 
     def download(self, path: str, dest: Path, expected_sha256: str | None = None) -> str:
         """Copy ``path`` to ``dest`` through ``.<name>.part-*``: the remote sha256 is read

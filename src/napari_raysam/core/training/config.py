@@ -67,7 +67,8 @@ class TrainConfig:
             (self.images_per_step >= 1, "images_per_step must be at least 1."),
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1,
              "steps_per_epoch must be at least 1 (or unset for one pass over the data)."),
-            (self.max_failures >= 1, "max_failures must be at least 1 so a lost worker resumes."),
+            (self.max_failures >= 0, "max_failures cannot be negative (0: a lost worker ends "
+                                     "the run; 1 or more: it resumes from the last checkpoint)."),
             (not (self.mode == "lora" and str(self.model).startswith("vit_t")), NO_LORA_VIT_T),
         ]
         for ok, message in checks:

@@ -1,82 +1,123 @@
-"""Progress events: one JSON object per line, in ``<run>/metrics.jsonl`` and on stdout."""
+"""Progress events of a run: one JSON object per event under ``<run>/events/`` in storage.
+
+Object stores cannot append, so each event is its own small object, named so that names sort
+in the order the events happened (``<time ns>-<kind>[-<epoch>].json``); readers list the folder
+and read the names they have not seen. The same code serves local and shared folders. Runs
+written by older versions kept one ``metrics.jsonl``; it is still read.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-METRICS_FILE = "metrics.jsonl"
+from ..storage import Storage, StorageError
+
+EVENTS_DIR = "events"
+LEGACY_FILE = "metrics.jsonl"
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def read_events(run_dir: str | Path) -> list[dict]:
-    """All complete events of a run (a torn last line is skipped)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
+class EventLog:
+    """The events of one run: ``storage`` is the run's folder (a :class:`Storage` rooted there)."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self._seen: set[str] = set()
+
+    @classmethod
+    def at(cls, run: str | Path) -> EventLog:
+        """The event log of a run folder given as a local path or a storage URI."""
+        return cls(Storage.open(str(run)))
+
+    def append(self, event: dict) -> dict:
+        """Write one event (adds ``time``). An ``epoch`` event already written is not written
+        twice (a worker restarted after the report but before this write)."""
+        event = {**event, "time": event.get("time") or now_iso()}
+        tail = ""
+        if event.get("event") == "epoch":
+            tail = f"-{int(event.get('epoch', 0)):05d}"
+            if any(n.endswith(f"-epoch{tail}.json") for n, _ in self.storage.list(EVENTS_DIR)):
+                return event
+        name = f"{time.time_ns():020d}-{event.get('event', 'event')}{tail}.json"
+        self.storage.write_bytes(self.storage.path(EVENTS_DIR, name),
+                                 json.dumps(event, default=str).encode())
+        return event
+
+    def read_new(self) -> list[dict]:
+        """Events not returned before by this object, in order (unreadable ones skipped)."""
+        out = []
+        for name, is_dir in self.storage.list(EVENTS_DIR):
+            if is_dir or not name.endswith(".json") or name in self._seen:
+                continue
+            try:
+                data = self.storage.read_bytes(self.storage.path(EVENTS_DIR, name))
+                event = json.loads(data or b"")
+            except (OSError, ValueError):
+                continue  # not complete yet (a folder's temporary name) or damaged
+            self._seen.add(name)
+            if isinstance(event, dict):
+                out.append(event)
+        return out
+
+    def read_all(self) -> list[dict]:
+        """Every event of the run in order (a legacy ``metrics.jsonl`` first)."""
+        self._seen.clear()
+        return self._legacy() + self.read_new()
+
+    def _legacy(self) -> list[dict]:
+        data = self.storage.read_bytes(self.storage.path(LEGACY_FILE)) or b""
+        out = []
+        for line in data.decode(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+def read_events(run: str | Path) -> list[dict]:
+    """All events of a run folder (local path or storage URI); [] when it has none."""
+    try:
+        return EventLog.at(run).read_all()
+    except (StorageError, OSError):
         return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
 
 
-def append_event(run_dir: str | Path, event: dict) -> dict:
-    """Append one event line (adds ``time``). An ``epoch`` event already in the file is not
-    written twice (a worker restarted after the report but before this line)."""
-    event = {**event, "time": event.get("time") or now_iso()}
-    if event.get("event") == "epoch":
-        seen = {e.get("epoch") for e in read_events(run_dir) if e.get("event") == "epoch"}
-        if event.get("epoch") in seen:
-            return event
-    path = Path(run_dir) / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps(event, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    return event
+def append_event(run: str | Path, event: dict) -> dict:
+    """Append one event to the run at ``run`` (local path or storage URI)."""
+    return EventLog.at(run).append(event)
 
 
 class Follower(threading.Thread):
-    """Follows metrics.jsonl from a byte offset and hands each new event to ``callback``."""
+    """Polls a run's events and hands each new one to ``callback`` (events already there
+    when it starts are skipped)."""
 
-    def __init__(self, run_dir: str | Path, callback: Callable[[dict], None], offset: int = 0,
-                 interval: float = 0.3):
+    def __init__(self, log: EventLog, callback: Callable[[dict], None], interval: float = 0.5):
         super().__init__(daemon=True)
-        self.path = Path(run_dir) / METRICS_FILE
-        self.callback, self.offset, self.interval = callback, offset, interval
+        self.log, self.callback, self.interval = log, callback, interval
         self._halt = threading.Event()
+        self.log.read_new()
 
     def poll(self) -> None:
-        if not self.path.is_file():
-            return
-        with open(self.path, "rb") as fh:
-            fh.seek(self.offset)
-            while True:
-                line = fh.readline()
-                if not line.endswith(b"\n"):
-                    break  # incomplete: read it next time
-                self.offset += len(line)
-                try:
-                    self.callback(json.loads(line))
-                except ValueError:
-                    continue
+        try:
+            events = self.log.read_new()
+        except (StorageError, OSError):
+            return  # a storage hiccup: try again next time
+        for event in events:
+            self.callback(event)
 
     def run(self) -> None:
         while not self._halt.is_set():
             self.poll()
-            time.sleep(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self) -> None:
         self._halt.set()

@@ -2,9 +2,10 @@
 
 Per epoch: train on this rank's shard (same number of steps on every rank), validate on this
 rank's share of the val split, all-reduce the sums so every rank sees identical metrics, then
-``ray.train.report`` (rank 0 attaches the checkpoint) and rank 0 appends the epoch event to
-``metrics.jsonl``. A restarted worker group resumes from ``ray.train.get_checkpoint()`` (model,
-optimizer, epoch, history), so no epoch is lost or counted twice.
+``ray.train.report`` (rank 0 attaches the checkpoint) and rank 0 writes the epoch event to the
+run's ``events/`` in storage. A restarted worker group resumes from
+``ray.train.get_checkpoint()`` (model, optimizer, epoch, history), so no epoch is lost or
+counted twice.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from . import prompts
 from .config import TrainConfig
 from .data import EmbeddingCache, epoch_tiles, fixed_tiles, load_shard, steps_per_epoch, tile_arrays
-from .events import append_event
+from .events import EventLog
 
 STATE_FILE = "state.pt"
 
@@ -84,18 +85,22 @@ def _debug_hook(cfg: TrainConfig, epoch: int, rank: int, world: int) -> None:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    """Ray Train entry: ``loop_config = {"config": TrainConfig dict, "run_dir": path}``."""
+    """Ray Train entry: ``loop_config = {"config": TrainConfig dict, "run": run folder URI}``.
+    Inputs in object storage are copied to this node first (:mod:`..node_cache`)."""
     import ray.train
     import ray.train.torch
     import torch
     from ray.train import Checkpoint
 
     from ..models import load_model
+    from ..node_cache import dataset_on_node, node_cache_dir
+    from ..storage import Storage
     from .engine import SamStep, encode
     from .trainable import setup_mode, trainable_state
 
     cfg = TrainConfig.from_dict(loop_config["config"])
-    run_dir = Path(loop_config["run_dir"])
+    events = EventLog(Storage.open(loop_config["run"], side="the cluster"))
+    dataset = dataset_on_node(cfg.dataset)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -118,8 +123,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if state:
         optimizer.load_state_dict(state["optimizer"])
     size = int(sam.image_encoder.img_size)
-    train = load_shard(cfg.dataset, "train", rank, world, at_least_one=True)
-    val = load_shard(cfg.dataset, "val", rank, world)
+    train = load_shard(dataset, "train", rank, world, at_least_one=True)
+    val = load_shard(dataset, "val", rank, world)
     base = fixed_tiles(train, size, cfg.min_object_px)
     n_tiles = int(_all_reduce_sum([len(base)])[0])
     n_steps = steps_per_epoch(n_tiles, world, cfg.images_per_step, cfg.steps_per_epoch)
@@ -128,16 +133,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         def compute(x):
             with torch.no_grad():
                 return encode(sam, x)
-        cache = EmbeddingCache(run_dir / "embeddings" / fingerprint[:16], compute)
+        cache = EmbeddingCache(node_cache_dir() / "embeddings" / fingerprint[:16], compute)
     history = list(state.get("history", []))
     baseline = state.get("baseline")
     start = int(state.get("epoch", 0)) + 1
     if baseline is None:
         baseline = validate(sam, val, size, cfg, cache)
         if rank == 0:
-            append_event(run_dir, {"event": "baseline", **baseline})
+            events.append({"event": "baseline", **baseline})
     elif rank == 0:
-        append_event(run_dir, {"event": "resume", "from_epoch": start, "epochs": cfg.epochs})
+        events.append({"event": "resume", "from_epoch": start, "epochs": cfg.epochs})
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for epoch in range(start, cfg.epochs + 1):
         _debug_hook(cfg, epoch, rank, world)
@@ -183,4 +188,4 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint,
                              checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
         if rank == 0:
-            append_event(run_dir, {"event": "epoch", **metrics})
+            events.append({"event": "epoch", **metrics})

@@ -1,8 +1,9 @@
 """Run a fine-tuning job: checks before anything starts, the TorchTrainer, and the outputs.
 
-Run folder ``<storage>/<run name>/``: ``run.json`` (config, dataset hash), ``metrics.jsonl``
-(events), Ray's ``checkpoint_epoch_*`` folders (best + latest), ``embeddings/`` (decoder mode
-cache), and at the end ``model.pt``, ``report.json``, ``curves.png``.
+Run folder ``<storage>/<run name>/`` (a local/shared folder or an object-store prefix, through
+:mod:`..storage`): ``run.json`` (config, dataset hash), ``events/`` (one object per event),
+Ray's ``checkpoint_epoch_*`` folders (best + latest), and at the end ``curves.png``,
+``report.json`` and ``model.pt`` (written last). Decoder mode caches embeddings on each node.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RaysamError
+from ..paths import safe_name
+from ..storage import Storage, StorageError, is_remote_uri, redact
 from .config import TrainConfig, fresh_run_name
-from .events import METRICS_FILE, Follower, append_event, read_events
+from .events import EventLog, Follower, read_events
 
 RUN_FILE = "run.json"
 BEST_METRIC = "val_miou_box"
@@ -27,9 +30,9 @@ class RunOutcome:
     """What a finished run left behind."""
 
     name: str
-    run_dir: Path
-    checkpoint: Path
-    report: Path
+    run_dir: str  # the run's folder: a local path or a storage URI
+    checkpoint: str
+    report: str
     best_epoch: int | None
     history: list[dict] = field(default_factory=list)
     before: dict = field(default_factory=dict)
@@ -44,7 +47,7 @@ def default_storage() -> Path:
 
 
 def check_dataset(path: str):
-    """Open and validate the training set; it needs train and val samples."""
+    """Open and validate the training set (a local folder); it needs train and val samples."""
     from ..dataset import validate_dataset
 
     report = validate_dataset(path)
@@ -72,37 +75,42 @@ def check_model_spec(spec: str) -> None:
     load_model(spec, device="cpu")
 
 
-def check_storage(storage: Path) -> None:
+def open_run_storage(uri: str | None) -> Storage:
+    """The runs storage (a folder or an object-store URI), checked writable from here."""
+    uri = uri or str(default_storage())
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    if "://" not in uri:
+        uri = str(Path(uri).expanduser().resolve())
     try:
-        storage.mkdir(parents=True, exist_ok=True)
-        probe = storage / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise RaysamError(f"The storage folder {storage} is not writable ({exc.strerror or exc}); "
-                          "choose another --storage or fix its permissions.") from exc
+        storage = Storage.open(uri, side="the cluster")
+        storage.check_writable(side="the cluster")
+    except StorageError as exc:
+        raise RaysamError(f"The run storage cannot be used: {exc} Choose another --storage or "
+                          "fix it.") from None
+    return storage
 
 
-def resolve_run(storage: Path, name: str | None, content_hash: str) -> tuple[str, Path, bool]:
-    """(name, run folder, resumed). An explicit name whose folder exists resumes it only when
-    it trained on the same data; no name gives a fresh unique one."""
+def resolve_run(storage: Storage, name: str | None, content_hash: str) -> tuple[str, bool]:
+    """(name, resumed). An explicit name whose folder exists resumes it only when it trained
+    on the same data; no name gives a fresh unique one."""
     if not name:
         name = fresh_run_name()
-    run_dir = storage / name
-    if not run_dir.exists():
-        return name, run_dir, False
-    info = run_dir / RUN_FILE
-    if not info.is_file():
-        raise RaysamError(f"{run_dir} exists but is not a napari-raysam run; choose another "
-                          "--name.")
-    old = json.loads(info.read_text()).get("dataset_content_hash")
+    safe_name(name, "run name")
+    if not storage.list(name):
+        return name, False
+    data = storage.read_bytes(storage.path(name, RUN_FILE))
+    if data is None:
+        raise RaysamError(f"{storage.uri_of(name)} exists but is not a napari-raysam run; choose "
+                          "another --name.")
+    old = json.loads(data).get("dataset_content_hash")
     if old != content_hash:
         raise RaysamError(
-            f"The run {name!r} in {storage} was trained on a different training set "
+            f"The run {name!r} in {redact(storage.uri)} was trained on a different training set "
             f"(content hash {str(old)[:12]}..., this one {content_hash[:12]}...). Choose a new "
             "--name (or leave it out) to start a fresh run."
         )
-    return name, run_dir, True
+    return name, True
 
 
 def check_resources(config: TrainConfig) -> None:
@@ -152,62 +160,61 @@ def build_trained_sam(config: TrainConfig, state: dict):
 
 def run_training(config: TrainConfig, on_event: Callable[[dict], None] | None = None,
                  log_to_driver: bool = True) -> RunOutcome:
-    """Check everything, train on Ray, write model.pt/report.json/curves.png.
+    """Check everything, train on Ray, write model.pt/report.json/curves.png to the run.
 
-    ``on_event`` receives every event (start, baseline, epoch, resume, end) as it lands in
-    metrics.jsonl. Raises RaysamError for bad input before the trainer starts.
+    ``config.dataset`` and ``config.model`` may name objects in storage (copied to this node,
+    :mod:`..node_cache`); ``config.storage`` is a folder or an object-store URI. ``on_event``
+    receives every event (start, baseline, epoch, resume, end) as it lands in the run's events.
+    Raises RaysamError for bad input before the trainer starts.
     """
+    from ..node_cache import dataset_on_node
+
     config = TrainConfig.from_dict(config.to_dict()).validate()
-    config.dataset = str(Path(config.dataset).expanduser().resolve())
-    ts = check_dataset(config.dataset)
+    if not is_remote_uri(config.dataset):
+        config.dataset = str(Path(dataset_on_node(config.dataset)).expanduser().resolve())
+    ts = check_dataset(dataset_on_node(config.dataset))
     check_model_spec(config.model)
     if config.mode == "lora":
         from .trainable import require_peft
 
         require_peft()
-    if config.storage and "://" in config.storage and not config.storage.startswith("file://"):
-        raise RaysamError(f"Storage {config.storage!r}: only local or shared (NFS) folders are "
-                          "supported for training runs so far; give a folder path.")
-    if config.storage and config.storage.startswith("file://"):
-        config.storage = config.storage[len("file://"):]
-    storage = Path(config.storage).expanduser().resolve() if config.storage else default_storage()
-    check_storage(storage)
-    config.storage = str(storage)
-    name, run_dir, resumed = resolve_run(storage, config.name, ts.content_hash)
+    storage = open_run_storage(config.storage)
+    config.storage = storage.uri
+    name, resumed = resolve_run(storage, config.name, ts.content_hash)
     config.name = name
+    run = storage.child(name)
     ensure_ray(log_to_driver)
     check_resources(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if not resumed:
-        (run_dir / RUN_FILE).write_text(json.dumps(
+        run.write_bytes(run.path(RUN_FILE), json.dumps(
             {"name": name, "dataset_content_hash": ts.content_hash, "config": config.to_dict()},
-            indent=1))
-    offset = (run_dir / METRICS_FILE).stat().st_size if (run_dir / METRICS_FILE).exists() else 0
-    follower = Follower(run_dir, on_event or (lambda e: None), offset)
+            indent=1).encode())
+    log = EventLog(run)
+    follower = Follower(EventLog(run), on_event or (lambda e: None))
     follower.start()
-    append_event(run_dir, {"event": "start", "run": name, "run_dir": str(run_dir),
-                           "dataset": config.dataset, "content_hash": ts.content_hash,
-                           "model": config.model, "mode": config.mode, "workers": config.workers,
-                           "epochs": config.epochs, "resumed": resumed})
+    log.append({"event": "start", "run": name, "run_dir": redact(run.uri),
+                "dataset": redact(config.dataset), "content_hash": ts.content_hash,
+                "model": redact(config.model), "mode": config.mode, "workers": config.workers,
+                "epochs": config.epochs, "resumed": resumed})
     try:
-        result = _fit(config, run_dir)
-        outcome = _finish(config, run_dir, result, ts.content_hash)
+        result = _fit(config, run)
+        outcome = _finish(config, run, result, ts.content_hash)
     except BaseException as exc:
-        append_event(run_dir, {"event": "end", "status": "error", "error": str(exc)})
+        log.append({"event": "end", "status": "error", "error": str(exc)})
         follower.stop()
         if isinstance(exc, RaysamError | KeyboardInterrupt):
             raise
-        raise RaysamError(f"Training failed: {exc}. See the log above; metrics so far are in "
-                          f"{run_dir / METRICS_FILE}.") from exc
-    append_event(run_dir, {"event": "end", "status": "ok", "checkpoint": str(outcome.checkpoint),
-                           "report": str(outcome.report), "best_epoch": outcome.best_epoch,
-                           "run": name, **{k: outcome.after.get(k) for k in
-                                           ("val_miou_point", "val_miou_box")}})
+        raise RaysamError(f"Training failed: {exc}. See the log above; the events so far are "
+                          f"under {redact(run.uri)}.") from exc
+    log.append({"event": "end", "status": "ok", "checkpoint": outcome.checkpoint,
+                "report": outcome.report, "best_epoch": outcome.best_epoch,
+                "run": name, **{k: outcome.after.get(k) for k in
+                                ("val_miou_point", "val_miou_box")}})
     follower.stop()
     return outcome
 
 
-def _fit(config: TrainConfig, run_dir: Path):
+def _fit(config: TrainConfig, run: Storage):
     """The TorchTrainer; ``fit`` runs in a thread so the caller keeps its signal handlers."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -219,7 +226,7 @@ def _fit(config: TrainConfig, run_dir: Path):
         resources["GPU"] = config.gpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config.to_dict(), "run_dir": str(run_dir)},
+        train_loop_config={"config": config.to_dict(), "run": run.uri},
         scaling_config=ScalingConfig(num_workers=config.workers,
                                      use_gpu=config.gpus_per_worker > 0,
                                      resources_per_worker=resources),
@@ -246,7 +253,9 @@ def _fit(config: TrainConfig, run_dir: Path):
     return box["result"]
 
 
-def _finish(config: TrainConfig, run_dir: Path, result, content_hash: str) -> RunOutcome:
+def _finish(config: TrainConfig, run: Storage, result, content_hash: str) -> RunOutcome:
+    import tempfile
+
     import torch
 
     from ..models import save_checkpoint
@@ -265,20 +274,25 @@ def _finish(config: TrainConfig, run_dir: Path, result, content_hash: str) -> Ru
     after = next(h for h in history if h["epoch"] == best_epoch)
     loaded = build_trained_sam(config, state)
     lineage = _lineage(config, content_hash, history, before, best_epoch=best_epoch)
-    model_path = save_checkpoint(run_dir / "model.pt", loaded.sam, loaded.model_type,
-                                 tiny_config=loaded.tiny_config, lineage=lineage)
-    report = write_report(run_dir, before, after, best_epoch, history,
-                          {"run": config.name, "checkpoint": str(model_path),
-                           "base_model": config.model, "mode": config.mode,
-                           "dataset_content_hash": content_hash})
-    write_curves(run_dir, before, history)
-    return RunOutcome(config.name, run_dir, model_path, report, best_epoch, history, before, after)
+    with tempfile.TemporaryDirectory(prefix="raysam-out-") as out:
+        out = Path(out)
+        save_checkpoint(out / "model.pt", loaded.sam, loaded.model_type,
+                        tiny_config=loaded.tiny_config, lineage=lineage)
+        write_report(out, before, after, best_epoch, history,
+                     {"run": config.name, "checkpoint": run.uri_of("model.pt"),
+                      "base_model": redact(config.model), "mode": config.mode,
+                      "dataset_content_hash": content_hash})
+        write_curves(out, before, history)
+        for fname in ("curves.png", "report.json", "model.pt"):  # model.pt last: marks done
+            run.put_file(out / fname, run.path(fname))
+    return RunOutcome(config.name, run.uri, run.uri_of("model.pt"), run.uri_of("report.json"),
+                      best_epoch, history, before, after)
 
 
 def _lineage(config: TrainConfig, content_hash: str, history: list, baseline, **extra) -> dict:
     """What a fine-tuned checkpoint records about how it was made (our one lineage format)."""
-    return {"base_model": config.model, "mode": config.mode, "run": config.name,
-            "dataset": config.dataset, "dataset_content_hash": content_hash,
+    return {"base_model": redact(config.model), "mode": config.mode, "run": config.name,
+            "dataset": redact(config.dataset), "dataset_content_hash": content_hash,
             "config": config.to_dict(), "metrics": history, "baseline": baseline,
             "versions": _versions(), **extra}
 

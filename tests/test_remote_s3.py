@@ -1,0 +1,308 @@
+"""Remote fine-tuning with no shared filesystem: an S3 server on loopback (moto, auth on) and a
+Ray cluster of two nodes, each in its own mount namespace with token auth, that sees none of the
+client's files. The client (its own HOME and folders) uploads, submits, follows and fetches
+through the real CLI; a node is SIGKILLed mid-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from napari_raysam.core.cluster import ClusterProfile, connect
+from napari_raysam.core.dataset import SampleInput, write_dataset
+from napari_raysam.core.sample_data import make_samples
+from napari_raysam.core.storage import StorageError
+from remote_cluster import IsolatedNode, S3Server, node_env
+
+pytestmark = pytest.mark.ray
+TRAIN = ["--model", "tiny", "--mode", "decoder", "--workers", "2", "--epochs", "5",
+         "--steps-per-epoch", "6", "--correction-rounds", "1", "--lr", "3e-3"]
+
+
+class Cluster:
+    """A head and one worker node (1 CPU each: a 2-worker run puts one worker on each)."""
+
+    def __init__(self, workdir: Path, s3: S3Server):
+        self.workdir, self.token = workdir, secrets.token_urlsafe(24)
+        self.env = node_env(self.token, s3.env("rw"))
+        self.head = IsolatedNode(workdir, self.env)
+        self.workers: list[IsolatedNode] = []
+        try:
+            self.head.wait_nodes(1)
+            self.add_worker()
+        except BaseException:
+            self.stop()
+            raise
+
+    def add_worker(self) -> IsolatedNode:
+        node = IsolatedNode(self.workdir, self.env, gcs_address=self.head.gcs_address)
+        self.workers.append(node)
+        self.head.wait_nodes(1 + sum(w.proc.poll() is None for w in self.workers))
+        return node
+
+    def kill_worker(self) -> None:
+        """SIGKILL the live worker node (raylet, workers and all) and wait until the head
+        has noticed."""
+        node = next(w for w in self.workers if w.proc.poll() is None)
+        node.stop()
+        deadline = time.monotonic() + 60
+        while len(self.head.alive_nodes()) != 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        for node in [*self.workers, self.head]:
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(s3, tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("nodes"), s3)
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def client_env(tmp_path, s3, cluster):
+    """The client's environment: its own HOME and folders (conftest), S3 keys, the token."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(s3.env("rw"), HOME=str(tmp_path / "client-home"), RAYSAM_TOKEN=cluster.token,
+               PYTHONUNBUFFERED="1")
+    Path(env["HOME"]).mkdir()
+    return env
+
+
+@pytest.fixture
+def training_set(tmp_path):
+    samples = make_samples(4, style="round", seed=11)
+    return write_dataset(tmp_path / "my set", [SampleInput(s.image, s.labels, f"img{i}")
+                                               for i, s in enumerate(samples)],
+                         val_fraction=0.25, seed=3)
+
+
+class Client:
+    """``python -m napari_raysam.cli ...`` with the client's environment; lines collected."""
+
+    def __init__(self, env: dict, *args: str):
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "napari_raysam.cli", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=env, stdin=subprocess.DEVNULL)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def events(self) -> list[dict]:
+        out = []
+        for line in list(self.lines):
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def wait_for(self, pred, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in self.events():
+                if pred(e):
+                    return e
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.2)
+        raise AssertionError("never saw the event; output:\n" + "\n".join(self.lines[-60:]))
+
+    def finish(self, timeout: float) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _submit(client_env, cluster, s3, training_set, *extra) -> Client:
+    return Client(client_env, "submit", str(training_set.path), "--address",
+                  cluster.head.address, "--token-env", "RAYSAM_TOKEN", "--storage",
+                  s3.uri("store"), *TRAIN, *extra, "--json")
+
+
+def _kill_worker_at_epoch_1(client: Client, cluster: Cluster) -> None:
+    client.wait_for(lambda e: e.get("event") == "epoch" and e.get("epoch") == 1, timeout=600)
+    nodes = cluster.head.train_worker_nodes()
+    assert len(nodes) == 2 and len(set(nodes)) == 2, nodes  # one worker on each node
+    cluster.kill_worker()
+
+
+def _assert_no_secrets(text: str, cluster: Cluster, s3: S3Server) -> None:
+    for secret in (cluster.token, s3.keys["rw"][1]):
+        assert secret not in text
+
+
+def test_remote_run_over_s3_resumes_after_a_lost_node(s3, cluster, client_env, training_set):
+    client = _submit(client_env, cluster, s3, training_set)
+    _kill_worker_at_epoch_1(client, cluster)
+    cluster.add_worker()  # a fresh node (its own namespace) replaces the lost one
+    code = client.finish(timeout=900)
+    assert code == 0, client.text[-5000:]
+    events = client.events()
+    run = next(e["run"] for e in events if e.get("event") == "submitted")
+    assert [e["epoch"] for e in events if e.get("event") == "epoch"] == [1, 2, 3, 4, 5]
+    resumed = [e for e in events if e.get("event") == "resume"]
+    assert resumed and resumed[0]["from_epoch"] >= 2, client.text[-3000:]
+    fetched = next(e for e in events if e.get("event") == "fetched")
+
+    # the model is in the client's store and loads (weights_only) as run:NAME
+    from napari_raysam.core.models import load_model
+    from napari_raysam.core.run_index import RunIndex
+
+    model = load_model(f"run:{run}", device="cpu")
+    assert model.model_type == "tiny" and Path(fetched["path"]).is_file()
+    assert [m["epoch"] for m in model.lineage["metrics"]] == [1, 2, 3, 4, 5]
+
+    # the bucket holds the training set and the run's outputs, checkpoints and events
+    content_hash = training_set.content_hash
+    data_keys = [k for k in s3.keys_under(f"store/datasets/{content_hash}/")
+                 if not k.endswith("/")]  # pyarrow writes empty "folder/" markers too
+    assert f"store/datasets/{content_hash}/manifest.json" in data_keys
+    assert len(data_keys) == 1 + 2 * len(training_set.samples)
+    run_keys = s3.keys_under(f"store/runs/{run}/")
+    for name in ("model.pt", "report.json", "curves.png", "run.json"):
+        assert f"store/runs/{run}/{name}" in run_keys
+    assert any("/checkpoint_epoch_" in k for k in run_keys)
+    assert sum("/events/" in k for k in run_keys) >= 8  # start, baseline, 5 epochs, resume, end
+
+    # neither the token nor the S3 secret in the output, the run index or the job's entrypoint
+    from ray.job_submission import JobSubmissionClient
+
+    info = JobSubmissionClient(cluster.head.address, headers=cluster.head.headers) \
+        .get_job_info(run)
+    assert "s3://raysam/store/datasets/" in info.entrypoint
+    index_text = RunIndex().path.read_text()
+    for text in (client.text, index_text, info.entrypoint, json.dumps(info.metadata),
+                 json.dumps(info.runtime_env, default=str)):
+        _assert_no_secrets(text, cluster, s3)
+
+
+def test_remote_run_without_retries_fails_and_its_checkpoint_comes_back(
+        s3, cluster, client_env, training_set):
+    client = _submit(client_env, cluster, s3, training_set, "--max-failures", "0")
+    try:
+        _kill_worker_at_epoch_1(client, cluster)
+        code = client.finish(timeout=600)
+    finally:
+        cluster.add_worker()
+    assert code != 0
+    run = next(e["run"] for e in client.events() if e.get("event") == "submitted")
+    status = [e for e in client.events() if e.get("event") == "status"]
+    assert status[-1]["status"] == "FAILED", client.text[-3000:]
+    assert "log_tail" in status[-1]
+    fetch = subprocess.run([sys.executable, "-m", "napari_raysam.cli", "runs", "fetch", run,
+                            "--partial", "--json"], env=client_env, capture_output=True,
+                           text=True, timeout=300)
+    assert fetch.returncode == 0, fetch.stdout + fetch.stderr
+    got = json.loads(fetch.stdout.strip().splitlines()[-1])
+    assert got["partial"] and got["epoch"] >= 1 and got["name"].startswith(f"{run}.partial-")
+    from napari_raysam.core.models import load_model
+
+    model = load_model(f"run:{got['name']}", device="cpu")
+    assert model.lineage["partial"] and model.lineage["epoch"] == got["epoch"]
+    _assert_no_secrets(client.text + fetch.stdout + fetch.stderr, cluster, s3)
+
+
+def test_cluster_check_reports_both_sides(s3, cluster, client_env):
+    out = subprocess.run([sys.executable, "-m", "napari_raysam.cli", "cluster", "check",
+                          "--address", cluster.head.address, "--token-env", "RAYSAM_TOKEN",
+                          "--storage", s3.uri("store")], env=client_env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "storage reachable from both sides" in out.stdout
+    assert "cluster torch 2." in out.stdout and "2 node(s)" in out.stdout
+    _assert_no_secrets(out.stdout + out.stderr, cluster, s3)
+
+
+# --- preflight: each failure named, before any upload -------------------------------------
+
+
+def _profile(cluster, uri: str) -> ClusterProfile:
+    return ClusterProfile(name="remote", address=cluster.head.address, token_env="RAYSAM_TOKEN",
+                          storage=uri)
+
+
+@pytest.mark.parametrize("case,match", [
+    ("missing bucket", "bucket that does not exist"),
+    ("wrong credentials", "refused the credentials"),
+    ("read-only credentials", "does not allow writing"),
+    ("unreachable endpoint", "is unreachable"),
+])
+def test_preflight_failures_on_this_computer(s3, cluster, monkeypatch, training_set, case,
+                                             match):
+    from napari_raysam.core.local_head import free_ports
+    from napari_raysam.core.runs import submit
+
+    user = {"wrong credentials": "bad", "read-only credentials": "ro"}.get(case, "rw")
+    for k, v in s3.env(user).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("RAYSAM_TOKEN", cluster.token)
+    uri = s3.uri(f"pre-{secrets.token_hex(3)}",
+                 bucket="nobucket" if case == "missing bucket" else "raysam",
+                 port=free_ports(1)[0][0] if case == "unreachable endpoint" else None)
+    profile = _profile(cluster, uri)
+    with pytest.raises(StorageError, match=match) as err:
+        connect(profile)
+    assert "this computer" in str(err.value)
+    prefix = uri.split("/", 3)[3].split("?")[0]
+    jobs_before = len(_jobs(cluster))
+    with pytest.raises(StorageError, match=match):
+        submit(profile, training_set.path, {"model": "tiny"})
+    assert s3.keys_under(prefix) == []  # nothing uploaded
+    assert len(_jobs(cluster)) == jobs_before  # nothing submitted
+    assert s3.keys["ro"][1] not in str(err.value) and cluster.token not in str(err.value)
+
+
+def _jobs(cluster) -> list:
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(cluster.head.address, headers=cluster.head.headers).list_jobs()
+
+
+def test_preflight_names_the_cluster_when_only_the_cluster_fails(s3, tmp_path, monkeypatch,
+                                                                 training_set):
+    """A head whose own S3 credentials are wrong: this computer can write, the cluster not."""
+    token = secrets.token_urlsafe(16)
+    head = IsolatedNode(tmp_path, node_env(token, s3.env("bad")))
+    try:
+        head.wait_nodes(1)
+        for k, v in s3.env("rw").items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("RAYSAM_TOKEN", token)
+        profile = ClusterProfile(name="remote", address=head.address, token_env="RAYSAM_TOKEN",
+                                 storage=s3.uri("store-cluster-side"))
+        with pytest.raises(StorageError) as err:
+            connect(profile)
+        text = str(err.value)
+        assert "The cluster cannot use the storage" in text and "as seen from the cluster" in text
+        assert "refused the credentials" in text and "This computer can" in text
+        assert s3.keys_under("store-cluster-side/datasets") == []
+    finally:
+        head.stop()
