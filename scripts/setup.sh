@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Install what a fresh Debian machine lacks: Xvfb + Mesa for napari's canvas, then the package.
+# Install what a fresh Debian machine lacks: Xvfb + Mesa for napari's canvas, then the package,
+# into the active virtual environment, else into .venv (created here; scripts/_env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/_env.sh
+raysam_python  # Python >= 3.11 first: says how to get it and stops otherwise
 
 SYSTEM_PACKAGES="xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4
 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0
@@ -17,4 +20,6 @@ if [ -n "$missing" ]; then
 fi
 
 # torch is pinned here (not in pyproject) so pip takes the build this machine has on disk.
-python3 -m pip install -q torch==2.14.1 torchvision==0.29.1 -e ".[test]"
+# No -q: the first install downloads several GB, pip shows its progress.
+echo "Installing napari-raysam and its dependencies with $PYTHON" >&2
+"$PYTHON" -m pip install --progress-bar on torch==2.14.1 torchvision==0.29.1 -e ".[test]"

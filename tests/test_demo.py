@@ -65,7 +65,7 @@ def test_readme_first_command_runs_the_demo():
     assert blocks[0].strip() == "bash scripts/run.sh"
     assert blocks[1].strip() == "bash scripts/test.sh"
     run = (ROOT / "scripts" / "run.sh").read_text()
-    assert "bash scripts/setup.sh" in run and "python3 -m napari_raysam.cli demo" in run
+    assert "bash scripts/setup.sh" in run and '"$PYTHON" -m napari_raysam.cli demo' in run
 
 
 @pytest.mark.ray
