@@ -44,6 +44,25 @@ def press(viewer, key):
     raise AssertionError(f"{key} is not bound")
 
 
+def click(qtbot, viewer, row, col):
+    """A real left click on the canvas at data (row, col) of an unscaled 2D image."""
+    from qtpy.QtCore import QPoint, Qt
+
+    native = viewer.window._qt_viewer.canvas.native
+    centre, zoom = viewer.camera.center[-2:], viewer.camera.zoom  # screen px per data px
+    x = (col - centre[1]) * zoom + native.width() / 2
+    y = (row - centre[0]) * zoom + native.height() / 2
+    qtbot.mouseClick(native, Qt.MouseButton.LeftButton, pos=QPoint(round(x), round(y)))
+
+
+def count_embeddings(widget) -> list:
+    """Count the dock's embedding requests (cache hits included: they re-embed all the same)."""
+    calls = []
+    get_or_compute = widget.cache.get_or_compute
+    widget.cache.get_or_compute = lambda *a, **k: (calls.append(1), get_or_compute(*a, **k))[1]
+    return calls
+
+
 def cell_centre(labels, index=1):
     ids, counts = np.unique(labels, return_counts=True)
     target = ids[1:][np.argsort(counts[1:])[-index]]
@@ -258,3 +277,46 @@ def test_prompt_layers_made_at_open_then_fitted_to_the_image(qtbot, make_napari_
     viewer.layers.remove(BOXES)  # deleted by the user: the next embedding adds it again
     embed(qtbot, second)
     assert BOXES in viewer.layers
+
+
+def open_segment_dock(viewer, via: str):
+    """The Segment dock as napari opens it: ``add_plugin_dock_widget`` (the demo, ``napari -w``)
+    or the Plugins menu's action."""
+    from napari_raysam._qt.segment_widget import SegmentWidget
+
+    if via == "add_plugin_dock_widget":
+        return viewer.window.add_plugin_dock_widget("napari-raysam", "Segment")[1]
+    from napari._app_model import get_app_model
+
+    get_app_model().commands.execute_command("napari-raysam.segment_widget").result()
+    docks = [dock.widget() for dock in viewer.window._wrapped_dock_widgets.values()]
+    return next(widget for widget in docks if isinstance(widget, SegmentWidget))
+
+
+@pytest.mark.parametrize("via", ["add_plugin_dock_widget", "plugins_menu"])
+def test_plugin_dock_embeds_once_then_canvas_clicks_segment(qtbot, make_napari_viewer, via):
+    """Opened as napari opens it (a proxy viewer, whose layers are new objects on every
+    access): one embedding, not one after another; a real click on the canvas adds a point
+    and gives a preview."""
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    sample = make_sample((160, 192), seed=4)
+    viewer.add_image(sample.image, name="cells")
+    widget = open_segment_dock(viewer, via)
+    if via == "add_plugin_dock_widget":  # (napari 0.9's menu action hands the real viewer)
+        assert type(widget.viewer).__name__ == "PublicOnlyProxy"
+    calls = count_embeddings(widget)
+    widget.model_combo.setCurrentText("tiny_cells")
+    qtbot.mouseClick(widget.embed_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.embeddings is not None, timeout=TIMEOUT)
+    qtbot.wait(2500)
+    assert len(calls) == 1 and not widget.busy, widget.status.text()
+
+    points, preview = viewer.layers["raysam points"], viewer.layers["raysam preview"]
+    row, col = cell_centre(sample.labels)
+    click(qtbot, viewer, row, col)
+    qtbot.waitUntil(lambda: len(points.data) == 1, timeout=5000)
+    np.testing.assert_allclose(points.data[0], (row, col), atol=1.5)
+    assert preview.data[round(row), round(col)] > 0
+    assert len(calls) == 1

@@ -30,6 +30,7 @@ from ._common import (
     parse_channels,
     preload,
     run_in_worker,
+    same_layer,
     show_status,
 )
 from .gc_pauses import QuietCollector
@@ -207,7 +208,8 @@ class SegmentWidget(QWidget):
             _, plane_index, _, _ = self._policy_and_plane()
         except RaysamError:
             return
-        if plane_index != self._embedded_for[1] or self.image_layer is not self._embedded_for[0]:
+        if plane_index != self._embedded_for[1] or not same_layer(self.image_layer,
+                                                                  self._embedded_for[0]):
             self.embeddings = None
             self.prompts.clear()
             self.compute_embedding()
