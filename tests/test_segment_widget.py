@@ -296,8 +296,8 @@ def open_segment_dock(viewer, via: str):
 @pytest.mark.parametrize("via", ["add_plugin_dock_widget", "plugins_menu"])
 def test_plugin_dock_embeds_once_then_canvas_clicks_segment(qtbot, make_napari_viewer, via):
     """Opened as napari opens it (a proxy viewer, whose layers are new objects on every
-    access): one embedding, not one after another; a real click on the canvas adds a point
-    and gives a preview."""
+    access): one embedding, not one after another; real clicks on the canvas add points,
+    give a preview, and still do after a commit (the new objects layer is not left active)."""
     from qtpy.QtCore import Qt
 
     viewer = make_napari_viewer(show=True)
@@ -319,4 +319,25 @@ def test_plugin_dock_embeds_once_then_canvas_clicks_segment(qtbot, make_napari_v
     qtbot.waitUntil(lambda: len(points.data) == 1, timeout=5000)
     np.testing.assert_allclose(points.data[0], (row, col), atol=1.5)
     assert preview.data[round(row), round(col)] > 0
+    press(viewer, "C")
+    assert viewer.layers["cells objects"].data.max() == 1
+    assert viewer.layers.selection.active.name == "raysam points"
+    row, col = cell_centre(sample.labels, index=2)
+    click(qtbot, viewer, row, col)  # the next object: a point again, not a pan
+    qtbot.waitUntil(lambda: len(points.data) == 1, timeout=5000)
+    assert preview.data.any()
     assert len(calls) == 1
+
+
+def test_prompt_layer_stays_active_after_commit_and_automatic(qtbot, dock):
+    viewer, widget = dock
+    embed(qtbot, widget)
+    widget.prompts.add_point(*cell_centre(widget.sample.labels))
+    assert widget.commit() == [1]
+    assert viewer.layers.selection.active.name == "raysam points"
+    assert widget.run_automatic() is not None
+    wait(qtbot, widget)
+    assert viewer.layers.selection.active.name == "raysam points"
+    assert viewer.layers["raysam points"].mode == "add"
+    names = [layer.name for layer in viewer.layers]  # the prompts stay drawn on top
+    assert names[-3:] == ["raysam preview", "raysam boxes", "raysam points"]

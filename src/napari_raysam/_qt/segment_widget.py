@@ -248,18 +248,7 @@ class SegmentWidget(QWidget):
             show_status(self.status, "Nothing to commit: add prompts first.", error=True)
             return []
         layer, plane_index, _ = self._embedded_for
-        target = self.prompts.target_labels(layer)
-        ids = []
-        for mask in masks:
-            rows, cols = np.nonzero(mask)
-            if rows.size == 0:
-                continue
-            new_id = int(target.data.max()) + 1
-            lead = tuple(np.full(rows.size, i)
-                         for i in self.prompts.lead_index(target, layer, plane_index))
-            target.data_setitem((*lead, rows, cols), new_id)
-            ids.append(new_id)
-        self.prompts.clear()
+        target, ids = self.prompts.commit(masks, layer, plane_index)
         show_status(self.status, f"Committed object(s) {ids} to '{target.name}'.")
         return ids
 
@@ -283,11 +272,7 @@ class SegmentWidget(QWidget):
         layer_name = f"{image_layer.name} automatic"
 
         def done(labels):
-            if layer_name in self.viewer.layers:
-                self.viewer.layers[layer_name].data = labels
-            else:
-                self.viewer.add_labels(labels, name=layer_name, scale=image_layer.scale[-2:],
-                                       translate=image_layer.translate[-2:])
+            self.prompts.show_labels(labels, layer_name, image_layer)
             show_status(self.status, f"Automatic segmentation: {int(labels.max())} objects.")
 
         return self._start(seg.automatic, (model, rgb, embeddings, self.progress.emit), done,
