@@ -329,6 +329,42 @@ def test_plugin_dock_embeds_once_then_canvas_clicks_segment(qtbot, make_napari_v
     assert len(calls) == 1
 
 
+def test_changing_the_image_drops_the_old_embedding(qtbot, dock):
+    viewer, widget = dock
+    embed(qtbot, widget)
+    preview, points = viewer.layers["raysam preview"], viewer.layers["raysam points"]
+    widget.prompts.add_point(*cell_centre(widget.sample.labels))
+    assert preview.data.any()
+    other = make_sample((128, 144), seed=7)
+    viewer.add_image(other.image, name="other")
+    widget.image_combo.setCurrentText("other")
+    assert widget.embeddings is None and widget._embedded_for is None
+    status = widget.status.text()
+    assert "dropped the embedding" in status and "'cells'" in status and "'other'" in status
+    assert not preview.data.any() and len(points.data) == 0
+    widget.prompts.add_point(20, 20)  # a click before the new embedding: nothing to commit
+    assert widget.commit() == []
+    assert "cells objects" not in viewer.layers
+
+    embed(qtbot, widget)
+    assert widget._embedded_for.layer.name == "other" and widget.rgb.shape[:2] == (128, 144)
+    assert preview.data.shape == (128, 144)
+    widget.prompts.add_point(*cell_centre(other.labels))
+    assert widget.commit() == [1]
+    assert viewer.layers["other objects"].data.shape == (128, 144)
+    assert "cells objects" not in viewer.layers
+
+
+def test_image_changed_while_embedding_is_not_used(qtbot, dock):
+    viewer, widget = dock
+    viewer.add_image(make_sample((96, 96), seed=3).image, name="other")
+    widget.image_combo.setCurrentText("cells")
+    assert widget.compute_embedding() is not None
+    widget.image_combo.setCurrentText("other")  # while the worker computes 'cells'
+    wait(qtbot, widget)
+    assert widget.embeddings is None and "'other'" in widget.status.text()
+
+
 def test_prompt_layer_stays_active_after_commit_and_automatic(qtbot, dock):
     viewer, widget = dock
     embed(qtbot, widget)

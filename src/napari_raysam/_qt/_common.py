@@ -34,6 +34,8 @@ class LayerCombo(QComboBox):
         if current in names:
             self.setCurrentText(current)
         self.blockSignals(False)
+        if self.currentText() != current:  # the chosen layer went away: say so once
+            self.currentTextChanged.emit(self.currentText())
 
     def current_layer(self):
         name = self.currentText()

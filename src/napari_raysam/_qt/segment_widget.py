@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core import planes
 from ..core import segment as seg
 from ..core.embeddings import EmbeddingCache
 from ..core.errors import RaysamError
@@ -54,7 +55,7 @@ class SegmentWidget(QWidget):
         self.model = None
         self.embeddings: dict | None = None
         self.rgb: np.ndarray | None = None
-        self._embedded_for: tuple | None = None  # (image layer, plane, encoder fingerprint)
+        self._embedded_for: planes.EmbeddedFor | None = None
         self.worker = None
         self.busy = False  # a worker of this dock is running
         keys = {"c": self.commit, "Shift-C": self.clear, "t": self.toggle_sign}
@@ -108,6 +109,7 @@ class SegmentWidget(QWidget):
         self.progress.connect(self._on_progress)
         self.model_combo.activated.connect(lambda _i: self._on_model_change())
         self.model_combo.lineEdit().editingFinished.connect(self._on_model_change)
+        self.image_combo.currentTextChanged.connect(lambda _t: self._on_image_change())
         napari_viewer.dims.events.current_step.connect(self._on_plane_change)
         for key, method in keys.items():  # the prompt layers bind them too (layer keys win)
             napari_viewer.bind_key(key, lambda _v, m=method: m(), overwrite=True)
@@ -183,11 +185,14 @@ class SegmentWidget(QWidget):
             return model, embeddings
 
         def done(result):
-            self.model, self.embeddings = result
-            self.rgb = rgb
-            self._embedded_for = (layer, plane_index, self.model.encoder_fingerprint)
-            self.prompts.ensure(layer, rgb.shape[:2])
+            self.model = result[0]
             self.update_cache_label()
+            if not same_layer(layer, self.image_layer):  # another image was chosen meanwhile
+                return self._drop_embedding(layer)
+            self.embeddings, self.rgb = result[1], rgb
+            self._embedded_for = planes.EmbeddedFor(layer, plane_index,
+                                                    self.model.encoder_fingerprint)
+            self.prompts.ensure(layer, rgb.shape[:2])
             show_status(self.status, f"Embedding ready ({layer.name}, plane {plane_index}). "
                         "Click cells (positive/negative) or draw boxes.")
             self.update_preview()
@@ -201,15 +206,30 @@ class SegmentWidget(QWidget):
         ):
             self.compute_embedding()
 
+    def _drop_embedding(self, old_layer) -> None:
+        """Another image is chosen: forget ``old_layer``'s embedding, prompts and preview (they
+        must not segment the new image, nor commit into the old one's objects); say so."""
+        self.embeddings, self.rgb, self._embedded_for = None, None, None
+        self.prompts.clear()
+        new = self.image_layer
+        show_status(self.status, planes.image_changed_text(old_layer.name,
+                                                           None if new is None else new.name))
+
+    def _on_image_change(self):
+        if self._embedded_for is not None and not same_layer(self._embedded_for.layer,
+                                                             self.image_layer):
+            self._drop_embedding(self._embedded_for.layer)
+
     def _on_plane_change(self, _event=None):
-        if self._embedded_for is None or self.image_layer is None or self.busy:
+        if self._embedded_for is None or self.busy:
             return  # a running worker re-checks the plane when it finishes
+        if not same_layer(self._embedded_for.layer, self.image_layer):
+            return self._on_image_change()
         try:
             _, plane_index, _, _ = self._policy_and_plane()
         except RaysamError:
             return
-        if plane_index != self._embedded_for[1] or not same_layer(self.image_layer,
-                                                                  self._embedded_for[0]):
+        if plane_index != self._embedded_for.plane_index:
             self.embeddings = None
             self.prompts.clear()
             self.compute_embedding()
@@ -244,7 +264,7 @@ class SegmentWidget(QWidget):
     def commit(self) -> list[int]:
         """Write each preview mask as a new object id into the target labels (undoable)."""
         masks = self.prompts.preview_masks()
-        if not masks or self._embedded_for is None:
+        if not masks or self.embeddings is None:
             show_status(self.status, "Nothing to commit: add prompts first.", error=True)
             return []
         layer, plane_index, _ = self._embedded_for
