@@ -174,6 +174,7 @@ def test_stack_embeds_the_viewed_plane(qtbot, make_napari_viewer, tmp_path):
     viewer.dims.set_current_step(0, 2)
     embed(qtbot, widget)
     assert widget._embedded_for[1] == (2,)
+    assert widget.status.text().startswith("Embedding ready (stack, plane 2).")
     widget.prompts.add_point(48, 48)
     widget.commit()
     objects = viewer.layers["stack objects"].data
@@ -312,6 +313,8 @@ def test_plugin_dock_embeds_once_then_canvas_clicks_segment(qtbot, make_napari_v
     qtbot.waitUntil(lambda: widget.embeddings is not None, timeout=TIMEOUT)
     qtbot.wait(2500)
     assert len(calls) == 1 and not widget.busy, widget.status.text()
+    assert widget.status.text().startswith("Embedding ready (cells)."), widget.status.text()
+    assert widget.model_label.text() == "Model: tiny_cells"
 
     points, preview = viewer.layers["raysam points"], viewer.layers["raysam preview"]
     row, col = cell_centre(sample.labels)
@@ -343,7 +346,7 @@ def test_changing_the_image_drops_the_old_embedding(qtbot, dock):
     assert "dropped the embedding" in status and "'cells'" in status and "'other'" in status
     assert not preview.data.any() and len(points.data) == 0
     widget.prompts.add_point(20, 20)  # a click before the new embedding: nothing to commit
-    assert widget.commit() == []
+    assert widget.commit() == [] and "compute the embedding first" in widget.status.text()
     assert "cells objects" not in viewer.layers
 
     embed(qtbot, widget)
@@ -377,3 +380,20 @@ def test_prompt_layer_stays_active_after_commit_and_automatic(qtbot, dock):
     assert viewer.layers["raysam points"].mode == "add"
     names = [layer.name for layer in viewer.layers]  # the prompts stay drawn on top
     assert names[-3:] == ["raysam preview", "raysam boxes", "raysam points"]
+
+
+def test_status_names_the_model_and_what_is_missing(qtbot, dock):
+    viewer, widget = dock
+    assert widget.model_label.text() == "Model: tiny (loads with the embedding)"
+    widget.prompts.add_point(20, 20)
+    assert widget.commit() == []
+    assert "compute the embedding first" in widget.status.text()
+    widget.clear()
+    embed(qtbot, widget)
+    assert "plane" not in widget.status.text()  # a 2D image has no plane to name
+    assert widget.model_label.text() == "Model: tiny"
+    assert widget.commit() == [] and "add prompts" in widget.status.text()
+    widget.model_combo.setCurrentText("tiny:3")
+    assert widget.model_label.text() == "Model: tiny (tiny:3 loads with the next embedding)"
+    embed(qtbot, widget)
+    assert widget.model_label.text() == "Model: tiny:3"

@@ -69,6 +69,7 @@ class SegmentWidget(QWidget):
         self.model_combo.setEditable(True)
         self.model_combo.addItems(DEFAULT_MODELS)
         self.refresh_models()
+        self.model_label = QLabel()
         self.embed_button = QPushButton("Compute embedding")
         self.auto_button = QPushButton("Automatic segmentation")
         self.commit_button = QPushButton("Commit (C)")
@@ -84,6 +85,7 @@ class SegmentWidget(QWidget):
         form.addRow("Image", self.image_combo)
         form.addRow("Channels", self.channels_edit)
         form.addRow("Model", self.model_combo)
+        form.addRow(self.model_label)
         buttons = QHBoxLayout()
         for button in (self.commit_button, self.clear_button):
             buttons.addWidget(button)
@@ -109,11 +111,13 @@ class SegmentWidget(QWidget):
         self.progress.connect(self._on_progress)
         self.model_combo.activated.connect(lambda _i: self._on_model_change())
         self.model_combo.lineEdit().editingFinished.connect(self._on_model_change)
+        self.model_combo.currentTextChanged.connect(lambda _t: self.update_model_label())
         self.image_combo.currentTextChanged.connect(lambda _t: self._on_image_change())
         napari_viewer.dims.events.current_step.connect(self._on_plane_change)
         for key, method in keys.items():  # the prompt layers bind them too (layer keys win)
             napari_viewer.bind_key(key, lambda _v, m=method: m(), overwrite=True)
         self.update_cache_label()
+        self.update_model_label()
 
     # --- state --------------------------------------------------------------------------
 
@@ -132,26 +136,11 @@ class SegmentWidget(QWidget):
         if order[-2:] != (len(order) - 2, len(order) - 1):  # transposed: not a Y, X plane
             raise RaysamError("The viewer shows other axes than the image's last two (Y, X); "
                               "reset the axis order (Transpose/Roll buttons) to segment.")
-        channel_axis = layer.metadata.get("raysam_channel_axis")
-        ndim = layer.ndim  # the layer's slider + displayed axes (an RGB axis not counted)
-        if channel_axis is not None and not 0 <= channel_axis < ndim - 2:
-            raise RaysamError(
-                f"Channel axis {channel_axis} must come before the two image axes "
-                "(e.g. C,Y,X or Z,C,Y,X)."
-            )
-        step = self.viewer.dims.current_step[-ndim:]
-        lead_axes = [a for a in range(ndim - 2) if a != channel_axis]
-        index = [slice(None)] * layer.data.ndim
-        for axis in lead_axes:
-            index[axis] = int(step[axis])
-        plane = np.asarray(layer.data[tuple(index)])
-        plane_index = tuple(int(step[a]) for a in lead_axes)
-        policy_axis = None
-        if channel_axis is not None:
-            policy_axis = channel_axis - sum(1 for a in lead_axes if a < channel_axis)
-        policy = ImagePolicy(channel_axis=policy_axis, channels=parse_channels(
+        plane = planes.select_plane(layer.ndim, layer.data.ndim, self.viewer.dims.current_step,
+                                    layer.metadata.get("raysam_channel_axis"))
+        policy = ImagePolicy(channel_axis=plane.channel_axis, channels=parse_channels(
             self.channels_edit.text()))
-        return layer, plane_index, plane, policy
+        return layer, plane.plane_index, np.asarray(layer.data[plane.index]), policy
 
     # --- model and embeddings -----------------------------------------------------------
 
@@ -186,6 +175,7 @@ class SegmentWidget(QWidget):
 
         def done(result):
             self.model = result[0]
+            self.update_model_label()
             self.update_cache_label()
             if not same_layer(layer, self.image_layer):  # another image was chosen meanwhile
                 return self._drop_embedding(layer)
@@ -193,8 +183,7 @@ class SegmentWidget(QWidget):
             self._embedded_for = planes.EmbeddedFor(layer, plane_index,
                                                     self.model.encoder_fingerprint)
             self.prompts.ensure(layer, rgb.shape[:2])
-            show_status(self.status, f"Embedding ready ({layer.name}, plane {plane_index}). "
-                        "Click cells (positive/negative) or draw boxes.")
+            show_status(self.status, planes.ready_text(layer.name, plane_index))
             self.update_preview()
 
         return self._start(work, (), done, "Computing the image embedding...")
@@ -205,6 +194,10 @@ class SegmentWidget(QWidget):
             self.model is None or self.model.spec != self.model_combo.currentText()
         ):
             self.compute_embedding()
+
+    def update_model_label(self):
+        spec = None if self.model is None else self.model.spec
+        self.model_label.setText(planes.model_text(spec, self.model_combo.currentText()))
 
     def _drop_embedding(self, old_layer) -> None:
         """Another image is chosen: forget ``old_layer``'s embedding, prompts and preview (they
@@ -265,7 +258,8 @@ class SegmentWidget(QWidget):
         """Write each preview mask as a new object id into the target labels (undoable)."""
         masks = self.prompts.preview_masks()
         if not masks or self.embeddings is None:
-            show_status(self.status, "Nothing to commit: add prompts first.", error=True)
+            message = planes.nothing_to_commit(self.embeddings is not None, self.busy)
+            show_status(self.status, message, error=True)
             return []
         layer, plane_index, _ = self._embedded_for
         target, ids = self.prompts.commit(masks, layer, plane_index)
