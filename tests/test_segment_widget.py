@@ -44,6 +44,25 @@ def press(viewer, key):
     raise AssertionError(f"{key} is not bound")
 
 
+def click(qtbot, viewer, row, col):
+    """A real left click on the canvas at data (row, col) of an unscaled 2D image."""
+    from qtpy.QtCore import QPoint, Qt
+
+    native = viewer.window._qt_viewer.canvas.native
+    centre, zoom = viewer.camera.center[-2:], viewer.camera.zoom  # screen px per data px
+    x = (col - centre[1]) * zoom + native.width() / 2
+    y = (row - centre[0]) * zoom + native.height() / 2
+    qtbot.mouseClick(native, Qt.MouseButton.LeftButton, pos=QPoint(round(x), round(y)))
+
+
+def count_embeddings(widget) -> list:
+    """Count the dock's embedding requests (cache hits included: they re-embed all the same)."""
+    calls = []
+    get_or_compute = widget.cache.get_or_compute
+    widget.cache.get_or_compute = lambda *a, **k: (calls.append(1), get_or_compute(*a, **k))[1]
+    return calls
+
+
 def cell_centre(labels, index=1):
     ids, counts = np.unique(labels, return_counts=True)
     target = ids[1:][np.argsort(counts[1:])[-index]]
@@ -155,6 +174,7 @@ def test_stack_embeds_the_viewed_plane(qtbot, make_napari_viewer, tmp_path):
     viewer.dims.set_current_step(0, 2)
     embed(qtbot, widget)
     assert widget._embedded_for[1] == (2,)
+    assert widget.status.text().startswith("Embedding ready (stack, plane 2).")
     widget.prompts.add_point(48, 48)
     widget.commit()
     objects = viewer.layers["stack objects"].data
@@ -258,3 +278,122 @@ def test_prompt_layers_made_at_open_then_fitted_to_the_image(qtbot, make_napari_
     viewer.layers.remove(BOXES)  # deleted by the user: the next embedding adds it again
     embed(qtbot, second)
     assert BOXES in viewer.layers
+
+
+def open_segment_dock(viewer, via: str):
+    """The Segment dock as napari opens it: ``add_plugin_dock_widget`` (the demo, ``napari -w``)
+    or the Plugins menu's action."""
+    from napari_raysam._qt.segment_widget import SegmentWidget
+
+    if via == "add_plugin_dock_widget":
+        return viewer.window.add_plugin_dock_widget("napari-raysam", "Segment")[1]
+    from napari._app_model import get_app_model
+
+    get_app_model().commands.execute_command("napari-raysam.segment_widget").result()
+    docks = [dock.widget() for dock in viewer.window._wrapped_dock_widgets.values()]
+    return next(widget for widget in docks if isinstance(widget, SegmentWidget))
+
+
+@pytest.mark.parametrize("via", ["add_plugin_dock_widget", "plugins_menu"])
+def test_plugin_dock_embeds_once_then_canvas_clicks_segment(qtbot, make_napari_viewer, via):
+    """Opened as napari opens it (a proxy viewer, whose layers are new objects on every
+    access): one embedding, not one after another; real clicks on the canvas add points,
+    give a preview, and still do after a commit (the new objects layer is not left active)."""
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    sample = make_sample((160, 192), seed=4)
+    viewer.add_image(sample.image, name="cells")
+    widget = open_segment_dock(viewer, via)
+    if via == "add_plugin_dock_widget":  # (napari 0.9's menu action hands the real viewer)
+        assert type(widget.viewer).__name__ == "PublicOnlyProxy"
+    calls = count_embeddings(widget)
+    widget.model_combo.setCurrentText("tiny_cells")
+    qtbot.mouseClick(widget.embed_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.embeddings is not None, timeout=TIMEOUT)
+    qtbot.wait(2500)
+    assert len(calls) == 1 and not widget.busy, widget.status.text()
+    assert widget.status.text().startswith("Embedding ready (cells)."), widget.status.text()
+    assert widget.model_label.text() == "Model: tiny_cells"
+
+    points, preview = viewer.layers["raysam points"], viewer.layers["raysam preview"]
+    row, col = cell_centre(sample.labels)
+    click(qtbot, viewer, row, col)
+    qtbot.waitUntil(lambda: len(points.data) == 1, timeout=5000)
+    np.testing.assert_allclose(points.data[0], (row, col), atol=1.5)
+    assert preview.data[round(row), round(col)] > 0
+    press(viewer, "C")
+    assert viewer.layers["cells objects"].data.max() == 1
+    assert viewer.layers.selection.active.name == "raysam points"
+    row, col = cell_centre(sample.labels, index=2)
+    click(qtbot, viewer, row, col)  # the next object: a point again, not a pan
+    qtbot.waitUntil(lambda: len(points.data) == 1, timeout=5000)
+    assert preview.data.any()
+    assert len(calls) == 1
+
+
+def test_changing_the_image_drops_the_old_embedding(qtbot, dock):
+    viewer, widget = dock
+    embed(qtbot, widget)
+    preview, points = viewer.layers["raysam preview"], viewer.layers["raysam points"]
+    widget.prompts.add_point(*cell_centre(widget.sample.labels))
+    assert preview.data.any()
+    other = make_sample((128, 144), seed=7)
+    viewer.add_image(other.image, name="other")
+    widget.image_combo.setCurrentText("other")
+    assert widget.embeddings is None and widget._embedded_for is None
+    status = widget.status.text()
+    assert "dropped the embedding" in status and "'cells'" in status and "'other'" in status
+    assert not preview.data.any() and len(points.data) == 0
+    widget.prompts.add_point(20, 20)  # a click before the new embedding: nothing to commit
+    assert widget.commit() == [] and "compute the embedding first" in widget.status.text()
+    assert "cells objects" not in viewer.layers
+
+    embed(qtbot, widget)
+    assert widget._embedded_for.layer.name == "other" and widget.rgb.shape[:2] == (128, 144)
+    assert preview.data.shape == (128, 144)
+    widget.prompts.add_point(*cell_centre(other.labels))
+    assert widget.commit() == [1]
+    assert viewer.layers["other objects"].data.shape == (128, 144)
+    assert "cells objects" not in viewer.layers
+
+
+def test_image_changed_while_embedding_is_not_used(qtbot, dock):
+    viewer, widget = dock
+    viewer.add_image(make_sample((96, 96), seed=3).image, name="other")
+    widget.image_combo.setCurrentText("cells")
+    assert widget.compute_embedding() is not None
+    widget.image_combo.setCurrentText("other")  # while the worker computes 'cells'
+    wait(qtbot, widget)
+    assert widget.embeddings is None and "'other'" in widget.status.text()
+
+
+def test_prompt_layer_stays_active_after_commit_and_automatic(qtbot, dock):
+    viewer, widget = dock
+    embed(qtbot, widget)
+    widget.prompts.add_point(*cell_centre(widget.sample.labels))
+    assert widget.commit() == [1]
+    assert viewer.layers.selection.active.name == "raysam points"
+    assert widget.run_automatic() is not None
+    wait(qtbot, widget)
+    assert viewer.layers.selection.active.name == "raysam points"
+    assert viewer.layers["raysam points"].mode == "add"
+    names = [layer.name for layer in viewer.layers]  # the prompts stay drawn on top
+    assert names[-3:] == ["raysam preview", "raysam boxes", "raysam points"]
+
+
+def test_status_names_the_model_and_what_is_missing(qtbot, dock):
+    viewer, widget = dock
+    assert widget.model_label.text() == "Model: tiny (loads with the embedding)"
+    widget.prompts.add_point(20, 20)
+    assert widget.commit() == []
+    assert "compute the embedding first" in widget.status.text()
+    widget.clear()
+    embed(qtbot, widget)
+    assert "plane" not in widget.status.text()  # a 2D image has no plane to name
+    assert widget.model_label.text() == "Model: tiny"
+    assert widget.commit() == [] and "add prompts" in widget.status.text()
+    widget.model_combo.setCurrentText("tiny:3")
+    assert widget.model_label.text() == "Model: tiny (tiny:3 loads with the next embedding)"
+    embed(qtbot, widget)
+    assert widget.model_label.text() == "Model: tiny:3"

@@ -34,10 +34,25 @@ class LayerCombo(QComboBox):
         if current in names:
             self.setCurrentText(current)
         self.blockSignals(False)
+        if self.currentText() != current:  # the chosen layer went away: say so once
+            self.currentTextChanged.emit(self.currentText())
 
     def current_layer(self):
         name = self.currentText()
         return self.viewer.layers[name] if name in self.viewer.layers else None
+
+
+def unwrap(obj):
+    """The object behind napari's ``PublicOnlyProxy``.
+
+    A dock opened through napari's plugin machinery gets a proxy viewer, which hands out a
+    new proxy object on every access to a layer: never compare layers with ``is``."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def same_layer(a, b) -> bool:
+    """Whether ``a`` and ``b`` are the same layer (through proxies or not); None is no layer."""
+    return a is not None and b is not None and unwrap(a) is unwrap(b)
 
 
 def parse_channels(text: str) -> tuple[int, ...] | None:

@@ -146,7 +146,7 @@ class ExportWidget(QWidget):
         labels_names = [la.name for _, la in pairs]
         default = set()  # per image: its own labels by name, else unclaimed unambiguous ones
         for image in dict.fromkeys(im for im, _ in pairs):
-            rivals = [la.name for im, la in pairs if im is image]
+            rivals = [la.name for im, la in pairs if im.name == image.name]
             if any(self._checked.get((image.name, n)) for n in rivals):
                 continue  # the user chose for this image
             mine = [n for n in rivals if owner.get(n) == image.name] or \

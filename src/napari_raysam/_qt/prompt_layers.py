@@ -160,6 +160,47 @@ class PromptLayers:
                                    translate=translate)
         return self.viewer.layers[name]
 
+    def commit(self, masks: list[np.ndarray], image_layer, plane_index: tuple[int, ...]):
+        """Write each mask as a new object id into the image's objects layer (undoable);
+        clear the prompts. Returns that layer and the ids written."""
+        target = self.target_labels(image_layer)
+        ids = []
+        for mask in masks:
+            rows, cols = np.nonzero(mask)
+            if rows.size == 0:
+                continue
+            new_id = int(target.data.max()) + 1
+            lead = tuple(np.full(rows.size, i)
+                         for i in self.lead_index(target, image_layer, plane_index))
+            target.data_setitem((*lead, rows, cols), new_id)
+            ids.append(new_id)
+        self.clear()
+        self.select()
+        return target, ids
+
+    def show_labels(self, labels: np.ndarray, name: str, image_layer) -> None:
+        """Show a 2D labels image of ``image_layer`` (automatic segmentation) as ``name``."""
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = labels
+        else:
+            self.viewer.add_labels(labels, name=name, scale=image_layer.scale[-2:],
+                                   translate=image_layer.translate[-2:])
+        self.select()
+
+    def select(self) -> None:
+        """Keep the prompt layers on top and the points layer active. napari makes a layer it
+        adds (the objects, the automatic labels) the active one: the next click would then
+        pan, or paint labels, instead of adding a point."""
+        layers = [self._layer(name) for name in (PREVIEW, BOXES, POINTS)]
+        if any(layer is None for layer in layers):
+            return
+        stack = self.viewer.layers
+        if max(map(stack.index, layers)) != len(stack) - 1 or \
+                min(map(stack.index, layers)) != len(stack) - 3:
+            for layer in layers:  # keep their order, on top of everything
+                stack.move(stack.index(layer), len(stack))
+        stack.selection.active = layers[-1]
+
     @staticmethod
     def lead_index(target, image_layer, plane_index: tuple[int, ...]) -> tuple[int, ...]:
         """The index of ``target``'s axes before Y, X for the image plane ``plane_index``

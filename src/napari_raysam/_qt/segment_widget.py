@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core import planes
 from ..core import segment as seg
 from ..core.embeddings import EmbeddingCache
 from ..core.errors import RaysamError
@@ -30,6 +31,7 @@ from ._common import (
     parse_channels,
     preload,
     run_in_worker,
+    same_layer,
     show_status,
 )
 from .gc_pauses import QuietCollector
@@ -53,7 +55,7 @@ class SegmentWidget(QWidget):
         self.model = None
         self.embeddings: dict | None = None
         self.rgb: np.ndarray | None = None
-        self._embedded_for: tuple | None = None  # (image layer, plane, encoder fingerprint)
+        self._embedded_for: planes.EmbeddedFor | None = None
         self.worker = None
         self.busy = False  # a worker of this dock is running
         keys = {"c": self.commit, "Shift-C": self.clear, "t": self.toggle_sign}
@@ -67,6 +69,7 @@ class SegmentWidget(QWidget):
         self.model_combo.setEditable(True)
         self.model_combo.addItems(DEFAULT_MODELS)
         self.refresh_models()
+        self.model_label = QLabel()
         self.embed_button = QPushButton("Compute embedding")
         self.auto_button = QPushButton("Automatic segmentation")
         self.commit_button = QPushButton("Commit (C)")
@@ -82,6 +85,7 @@ class SegmentWidget(QWidget):
         form.addRow("Image", self.image_combo)
         form.addRow("Channels", self.channels_edit)
         form.addRow("Model", self.model_combo)
+        form.addRow(self.model_label)
         buttons = QHBoxLayout()
         for button in (self.commit_button, self.clear_button):
             buttons.addWidget(button)
@@ -107,10 +111,13 @@ class SegmentWidget(QWidget):
         self.progress.connect(self._on_progress)
         self.model_combo.activated.connect(lambda _i: self._on_model_change())
         self.model_combo.lineEdit().editingFinished.connect(self._on_model_change)
+        self.model_combo.currentTextChanged.connect(lambda _t: self.update_model_label())
+        self.image_combo.currentTextChanged.connect(lambda _t: self._on_image_change())
         napari_viewer.dims.events.current_step.connect(self._on_plane_change)
         for key, method in keys.items():  # the prompt layers bind them too (layer keys win)
             napari_viewer.bind_key(key, lambda _v, m=method: m(), overwrite=True)
         self.update_cache_label()
+        self.update_model_label()
 
     # --- state --------------------------------------------------------------------------
 
@@ -129,26 +136,11 @@ class SegmentWidget(QWidget):
         if order[-2:] != (len(order) - 2, len(order) - 1):  # transposed: not a Y, X plane
             raise RaysamError("The viewer shows other axes than the image's last two (Y, X); "
                               "reset the axis order (Transpose/Roll buttons) to segment.")
-        channel_axis = layer.metadata.get("raysam_channel_axis")
-        ndim = layer.ndim  # the layer's slider + displayed axes (an RGB axis not counted)
-        if channel_axis is not None and not 0 <= channel_axis < ndim - 2:
-            raise RaysamError(
-                f"Channel axis {channel_axis} must come before the two image axes "
-                "(e.g. C,Y,X or Z,C,Y,X)."
-            )
-        step = self.viewer.dims.current_step[-ndim:]
-        lead_axes = [a for a in range(ndim - 2) if a != channel_axis]
-        index = [slice(None)] * layer.data.ndim
-        for axis in lead_axes:
-            index[axis] = int(step[axis])
-        plane = np.asarray(layer.data[tuple(index)])
-        plane_index = tuple(int(step[a]) for a in lead_axes)
-        policy_axis = None
-        if channel_axis is not None:
-            policy_axis = channel_axis - sum(1 for a in lead_axes if a < channel_axis)
-        policy = ImagePolicy(channel_axis=policy_axis, channels=parse_channels(
+        plane = planes.select_plane(layer.ndim, layer.data.ndim, self.viewer.dims.current_step,
+                                    layer.metadata.get("raysam_channel_axis"))
+        policy = ImagePolicy(channel_axis=plane.channel_axis, channels=parse_channels(
             self.channels_edit.text()))
-        return layer, plane_index, plane, policy
+        return layer, plane.plane_index, np.asarray(layer.data[plane.index]), policy
 
     # --- model and embeddings -----------------------------------------------------------
 
@@ -182,13 +174,16 @@ class SegmentWidget(QWidget):
             return model, embeddings
 
         def done(result):
-            self.model, self.embeddings = result
-            self.rgb = rgb
-            self._embedded_for = (layer, plane_index, self.model.encoder_fingerprint)
-            self.prompts.ensure(layer, rgb.shape[:2])
+            self.model = result[0]
+            self.update_model_label()
             self.update_cache_label()
-            show_status(self.status, f"Embedding ready ({layer.name}, plane {plane_index}). "
-                        "Click cells (positive/negative) or draw boxes.")
+            if not same_layer(layer, self.image_layer):  # another image was chosen meanwhile
+                return self._drop_embedding(layer)
+            self.embeddings, self.rgb = result[1], rgb
+            self._embedded_for = planes.EmbeddedFor(layer, plane_index,
+                                                    self.model.encoder_fingerprint)
+            self.prompts.ensure(layer, rgb.shape[:2])
+            show_status(self.status, planes.ready_text(layer.name, plane_index))
             self.update_preview()
 
         return self._start(work, (), done, "Computing the image embedding...")
@@ -200,14 +195,34 @@ class SegmentWidget(QWidget):
         ):
             self.compute_embedding()
 
+    def update_model_label(self):
+        spec = None if self.model is None else self.model.spec
+        self.model_label.setText(planes.model_text(spec, self.model_combo.currentText()))
+
+    def _drop_embedding(self, old_layer) -> None:
+        """Another image is chosen: forget ``old_layer``'s embedding, prompts and preview (they
+        must not segment the new image, nor commit into the old one's objects); say so."""
+        self.embeddings, self.rgb, self._embedded_for = None, None, None
+        self.prompts.clear()
+        new = self.image_layer
+        show_status(self.status, planes.image_changed_text(old_layer.name,
+                                                           None if new is None else new.name))
+
+    def _on_image_change(self):
+        if self._embedded_for is not None and not same_layer(self._embedded_for.layer,
+                                                             self.image_layer):
+            self._drop_embedding(self._embedded_for.layer)
+
     def _on_plane_change(self, _event=None):
-        if self._embedded_for is None or self.image_layer is None or self.busy:
+        if self._embedded_for is None or self.busy:
             return  # a running worker re-checks the plane when it finishes
+        if not same_layer(self._embedded_for.layer, self.image_layer):
+            return self._on_image_change()
         try:
             _, plane_index, _, _ = self._policy_and_plane()
         except RaysamError:
             return
-        if plane_index != self._embedded_for[1] or self.image_layer is not self._embedded_for[0]:
+        if plane_index != self._embedded_for.plane_index:
             self.embeddings = None
             self.prompts.clear()
             self.compute_embedding()
@@ -242,22 +257,12 @@ class SegmentWidget(QWidget):
     def commit(self) -> list[int]:
         """Write each preview mask as a new object id into the target labels (undoable)."""
         masks = self.prompts.preview_masks()
-        if not masks or self._embedded_for is None:
-            show_status(self.status, "Nothing to commit: add prompts first.", error=True)
+        if not masks or self.embeddings is None:
+            message = planes.nothing_to_commit(self.embeddings is not None, self.busy)
+            show_status(self.status, message, error=True)
             return []
         layer, plane_index, _ = self._embedded_for
-        target = self.prompts.target_labels(layer)
-        ids = []
-        for mask in masks:
-            rows, cols = np.nonzero(mask)
-            if rows.size == 0:
-                continue
-            new_id = int(target.data.max()) + 1
-            lead = tuple(np.full(rows.size, i)
-                         for i in self.prompts.lead_index(target, layer, plane_index))
-            target.data_setitem((*lead, rows, cols), new_id)
-            ids.append(new_id)
-        self.prompts.clear()
+        target, ids = self.prompts.commit(masks, layer, plane_index)
         show_status(self.status, f"Committed object(s) {ids} to '{target.name}'.")
         return ids
 
@@ -281,11 +286,7 @@ class SegmentWidget(QWidget):
         layer_name = f"{image_layer.name} automatic"
 
         def done(labels):
-            if layer_name in self.viewer.layers:
-                self.viewer.layers[layer_name].data = labels
-            else:
-                self.viewer.add_labels(labels, name=layer_name, scale=image_layer.scale[-2:],
-                                       translate=image_layer.translate[-2:])
+            self.prompts.show_labels(labels, layer_name, image_layer)
             show_status(self.status, f"Automatic segmentation: {int(labels.max())} objects.")
 
         return self._start(seg.automatic, (model, rgb, embeddings, self.progress.emit), done,
