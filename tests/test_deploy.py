@@ -549,6 +549,12 @@ def test_docs_give_a_profile_and_a_submit_line_per_storage_kind(kind):
         assert args.command == "submit"
         assert (args.address, args.token_env, args.storage) == \
             (profile["Address"], profile["Token env"], uri), kind
+    from napari_raysam.core.storage import validate_storage_uri
+
+    assert validate_storage_uri(uri)  # the plugin accepts the documented URI as it is
+    for argv in _docs_commands(kind, "cluster check"):
+        args = build_parser().parse_args(argv[1:])
+        assert args.func.__name__ == "_cluster_check" and args.storage, shlex.join(argv)
 
     body = _docs_storage_section(kind)
     parsed = urlparse(uri)

@@ -182,8 +182,8 @@ def test_remote_run_over_s3_resumes_after_a_lost_node(s3, cluster, client_env, t
 
     # the bucket holds the training set and the run's outputs, checkpoints and events
     content_hash = training_set.content_hash
-    data_keys = [k for k in s3.keys_under(f"store/datasets/{content_hash}/")
-                 if not k.endswith("/")]  # pyarrow writes empty "folder/" markers too
+    data_keys = [k for k in s3.keys_under(f"store/datasets/{content_hash}/")  # no folder
+                 if not k.endswith(("/", ".sha256"))]  # markers, no sha256 sidecars
     assert f"store/datasets/{content_hash}/manifest.json" in data_keys
     assert len(data_keys) == 1 + 2 * len(training_set.samples)
     run_keys = s3.keys_under(f"store/runs/{run}/")
@@ -306,3 +306,40 @@ def test_preflight_names_the_cluster_when_only_the_cluster_fails(s3, tmp_path, m
         assert s3.keys_under("store-cluster-side/datasets") == []
     finally:
         head.stop()
+
+
+def test_train_dock_with_a_saved_s3_profile(qtbot, make_napari_viewer, s3, cluster, monkeypatch,
+                                            training_set):
+    """The Train dock as a user meets it: opened through napari, a profile typed and saved,
+    Connect (both sides checked), Start, and the model comes back into the store."""
+    from qtpy.QtCore import Qt
+
+    from napari_raysam.core.cluster import ProfileStore
+
+    for k, v in s3.env("rw").items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("RAYSAM_TOKEN", cluster.token)
+    viewer = make_napari_viewer()
+    _, dock = viewer.window.add_plugin_dock_widget("napari-raysam", "Train")
+    dock.profile_combo.addItem("facility")
+    dock.profile_combo.setCurrentText("facility")
+    dock.address_edit.setText(cluster.head.address)
+    dock.token_env_edit.setText("RAYSAM_TOKEN")
+    dock.storage_edit.setText(s3.uri("dock"))
+    qtbot.mouseClick(dock.save_profile_button, Qt.LeftButton)
+    saved = ProfileStore().get("facility")
+    assert saved.storage == s3.uri("dock") and saved.token_env == "RAYSAM_TOKEN"
+    assert cluster.token not in ProfileStore().path.read_text()
+    qtbot.mouseClick(dock.connect_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: "both sides" in dock.summary.text(), timeout=180_000)
+    dock.dataset_edit.setText(str(training_set.path))
+    dock.model_edit.setText("tiny")
+    dock.epochs.setValue(2)
+    dock.workers_spin.setValue(2)
+    qtbot.mouseClick(dock.start_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.model is not None or "FAILED" in dock.status.text(),
+                    timeout=600_000)
+    assert dock.model is not None, dock.status.text() + dock.log_view.toPlainText()[-3000:]
+    assert sorted(dock.plot.epochs) == [1, 2]
+    assert Path(dock.model.path).is_file()
+    assert any(k.endswith("/model.pt") for k in s3.keys_under("dock/runs/"))

@@ -29,6 +29,7 @@ from .errors import RaysamError
 SCHEMES = ("file", "s3", "gs", "gcs", "mock")
 OBJECT_SCHEMES = ("s3", "gs", "gcs", "mock")
 CHUNK = 1 << 20
+SIDECAR = ".sha256"
 #: URI query keys that would put a credential into a stored, logged or command-line URI.
 SECRET_KEYS = ("access_key", "secret_key", "session_token", "credential", "password", "token",
                "secret", "key")
@@ -173,8 +174,10 @@ class Storage:
         return cls(uri=uri, fs=filesystem, root=root.rstrip("/") or "/")
 
     @property
-    def is_local(self) -> bool:
-        return type(self.fs).__name__ == "LocalFileSystem"
+    def is_object_store(self) -> bool:
+        """S3/GCS: no folders to create, no rename (an object appears whole when its upload
+        completes); other filesystems get folders and a temporary name + rename."""
+        return type(self.fs).__name__ in ("S3FileSystem", "GcsFileSystem")
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *[p.strip("/") for p in parts if p]])
@@ -203,13 +206,12 @@ class Storage:
 
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write a small object whole: through a temporary name on folders (no torn reads),
-        in one PUT on object stores (atomic there)."""
-        parent = path.rsplit("/", 1)[0]
-        self.fs.create_dir(parent, recursive=True)
-        if not self.is_local:
+        in one upload on object stores (an object appears whole or not at all there)."""
+        if self.is_object_store:
             with self.fs.open_output_stream(path) as out:
                 out.write(data)
             return
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         tmp = f"{path}.part-{secrets.token_hex(4)}"
         with self.fs.open_output_stream(tmp) as out:
             out.write(data)
@@ -251,30 +253,47 @@ class Storage:
         with self.fs.open_input_stream(path) as inp:
             return _hash_stream(inp)
 
+    def recorded_sha256(self, path: str) -> str | None:
+        """The sha256 that :meth:`put_file` recorded beside ``path`` (``<path>.sha256``), so a
+        reader need not read an object twice; None when there is none."""
+        data = self.read_bytes(f"{path}{SIDECAR}")
+        text = (data or b"").decode(errors="replace").strip()
+        return text if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else None
+
     def read_bytes(self, path: str) -> bytes | None:
         if self.size(path) is None:
             return None
         with self.fs.open_input_stream(path) as inp:
             return inp.read()
 
-    def put_file(self, local: Path, path: str, sha256: str | None = None) -> None:
-        """Copy a local file to ``path`` via a temporary name; verify its sha256 remotely."""
-        parent = path.rsplit("/", 1)[0]
-        self.fs.create_dir(parent, recursive=True)
-        tmp = f"{path}.part-{secrets.token_hex(4)}"
+    def put_file(self, local: Path, path: str, sha256: str | None = None) -> str:
+        """Copy a local file to ``path`` via a temporary name and record its sha256 beside it
+        (``<path>.sha256``). Every reader checks what it reads against a recorded hash (the
+        manifest's, the sidecar's), so a damaged transfer is caught where it is used. Returns
+        the sha256."""
+        if not self.is_object_store:
+            self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        tmp = path if self.is_object_store else f"{path}.part-{secrets.token_hex(4)}"
         try:
             with open(local, "rb") as src, self.fs.open_output_stream(tmp) as out:
                 local_sha = _hash_stream(src, out.write)
             if sha256 and local_sha != sha256:
                 raise StorageError(f"{local} changed on disk (sha256 differs from its manifest); "
                                    "export the training set again.")
-            if self.sha256(tmp) != local_sha:
-                raise StorageError(f"The upload of {local} to {self.uri} arrived damaged; retry.")
-            self.fs.move(tmp, path)
+            if tmp != path:
+                self.fs.move(tmp, path)
         except BaseException:
             if self.exists(tmp):
                 self.fs.delete_file(tmp)
             raise
+        self.write_bytes(f"{path}{SIDECAR}", local_sha.encode())
+        return local_sha
+
+    def _same(self, path: str, local: Path, sha: str) -> bool:
+        """``path`` already holds ``local`` (same size and recorded or computed sha256)."""
+        if self.size(path) != local.stat().st_size:
+            return False
+        return (self.recorded_sha256(path) or self.sha256(path)) == sha
 
     def upload_dataset(self, local_dir: str | Path) -> tuple[str, str, int, int]:
         """Upload a training set to ``datasets/<content hash>/``; files already there with the
@@ -290,7 +309,7 @@ class Storage:
         uploaded = skipped = 0
         for rel, sha in sorted(files.items()):
             remote = self.path(*base, rel)
-            if self.size(remote) == (local_dir / rel).stat().st_size and self.sha256(remote) == sha:
+            if self._same(remote, local_dir / rel, sha):
                 skipped += 1
                 continue
             self.put_file(local_dir / rel, remote, sha)
@@ -310,21 +329,23 @@ class Storage:
         with open(local, "rb") as fh:
             sha = _hash_stream(fh)
         remote = self.path("models", sha, "model.pt")
-        if self.size(remote) != local.stat().st_size or self.sha256(remote) != sha:
+        if not self._same(remote, local, sha):
             self.put_file(local, remote, sha)
         return self.uri_of("models", sha, "model.pt")
 
     def download(self, path: str, dest: Path, expected_sha256: str | None = None) -> str:
-        """Copy ``path`` to ``dest`` through ``.<name>.part-*``: the remote sha256 is read
-        first, the download hashed as it is written, and only a match is renamed into place.
+        """Copy ``path`` to ``dest`` through ``.<name>.part-*``, hashed as it is written; only
+        a file whose sha256 matches is renamed into place. The hash to match: ``expected_sha256``,
+        else the one recorded beside the object, else the object's own (read once more first).
         A failure leaves no file under ``dest``. Returns the sha256."""
         if self.size(path) is None:
             raise StorageError(f"{self.uri_of(path[len(self.root):])} does not exist in the "
                                "storage; the run may not have finished or its folder was removed.")
-        remote_sha = self.sha256(path)
-        if expected_sha256 and remote_sha != expected_sha256:
-            raise StorageError(f"{path} in the storage does not match its recorded sha256; the "
-                               "run's outputs are damaged. Re-run the training.")
+        recorded = self.recorded_sha256(path)
+        if expected_sha256 and recorded and recorded != expected_sha256:
+            raise StorageError(f"{path} in the storage does not match its recorded sha256; "
+                               "it is damaged. Upload it again, or re-run the training.")
+        remote_sha = expected_sha256 or recorded or self.sha256(path)
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.part-{secrets.token_hex(4)}")
@@ -334,8 +355,9 @@ class Storage:
                 out.flush()
                 os.fsync(out.fileno())
             if got != remote_sha:
-                raise StorageError(f"The download of {path} was damaged (sha256 mismatch); "
-                                   "fetch the run again.")
+                raise StorageError(f"The download of {path} was damaged or the object does not "
+                                   "match its recorded sha256; fetch it again, and if it "
+                                   "persists, upload it again or re-run the training.")
             os.replace(tmp, dest)
         except OSError as exc:  # the connection or the disk failed mid-way
             raise StorageError(f"The download of {path} was interrupted ({exc}); nothing was "
