@@ -65,8 +65,11 @@ def round_run(ray_cluster, tmp_path_factory):
                      "--epochs", "4", "--storage", str(root / "runs"), "--json", *FAST])
     assert code == 0
     lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    registered = lines.pop()  # the CLI registers the model after the run's last event
+    assert registered["event"] == "registered" and registered["spec"].startswith("run:")
     end = lines[-1]
     assert end["event"] == "end" and end["status"] == "ok"
+    assert registered["path"] == end["checkpoint"]
     return Path(end["checkpoint"]).parent, lines, ds
 
 

@@ -1,7 +1,9 @@
 """`napari-raysam` command line: the same operations as the docks, for scripts and clusters.
 
 Each command group lives in its own module exposing ``add_parser(subparsers)``; the chosen
-subcommand's parser sets ``func`` which returns the exit code.
+subcommand's parser sets ``func`` which returns the exit code. Every option's help states its
+default. Commands that talk to Ray have ``--verbose``; without it Ray's own log lines are kept
+out of the output (:mod:`.cli_logging`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    if getattr(args, "verbose", None) is not None:  # a command that talks to Ray
+        from napari_raysam.cli_logging import configure_logging
+
+        configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except (RaysamError, FileNotFoundError, PermissionError) as exc:

@@ -10,17 +10,22 @@ import sys
 
 
 def add_parser(subparsers) -> None:
+    from napari_raysam.cli_logging import add_verbose_argument
     from napari_raysam.train import add_train_arguments
 
     cluster = subparsers.add_parser("cluster", help="the embedded local Ray head")
     csub = cluster.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
     start = csub.add_parser("start", help="start (or reuse) the local head on 127.0.0.1")
-    start.add_argument("--num-cpus", type=int, default=None)
+    start.add_argument("--num-cpus", type=int, default=None,
+                       help="CPUs the head offers (default: all of this computer's)")
     start.add_argument("--token-env", default=None,
-                       help="enable token auth with the token in this environment variable")
+                       help="enable token auth with the token in this environment variable "
+                            "(default: none, Ray's own choice)")
+    add_verbose_argument(start)
     start.set_defaults(func=_cluster_start)
     status = csub.add_parser("status", help="is the local head up? (with a cluster summary)")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_verbose_argument(status)
     status.set_defaults(func=_cluster_status)
     check = csub.add_parser(
         "check", help="check a cluster and its storage from both sides before any upload",
@@ -30,32 +35,38 @@ def add_parser(subparsers) -> None:
     check.add_argument("--address", default=None,
                        help="Jobs API of the head, http(s)://host:8265 (default: the profile's)")
     check.add_argument("--token-env", default=None,
-                       help="environment variable holding the cluster's auth token")
+                       help="environment variable holding the cluster's auth token "
+                            "(default: the profile's, else none)")
     check.add_argument("--storage", default=None,
                        help="storage URI (folder, s3://bucket/prefix?endpoint_override=host:port"
-                            "&scheme=http, gs://bucket/prefix)")
-    check.add_argument("--profile", default=None, help="a saved cluster profile")
-    check.add_argument("--json", action="store_true")
+                            "&scheme=http, gs://bucket/prefix) (default: the profile's)")
+    check.add_argument("--profile", default=None,
+                       help="a saved cluster profile (default: none, the local cluster)")
+    check.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_verbose_argument(check)
     check.set_defaults(func=_cluster_check)
-    csub.add_parser("stop", help="stop the local head this plugin started").set_defaults(
-        func=_cluster_stop)
+    stop = csub.add_parser("stop", help="stop the local head this plugin started")
+    add_verbose_argument(stop)
+    stop.set_defaults(func=_cluster_stop)
 
     runs = subparsers.add_parser("runs", help="known training runs")
     rsub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
     ls = rsub.add_parser("list", help="runs in the local run index")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help=JSON_HELP)
     ls.set_defaults(func=_runs_list)
     for name, func, text in (("follow", _runs_follow, "stream a run's events until it ends"),
                              ("cancel", _runs_cancel, "stop a run (its last checkpoint stays)"),
                              ("fetch", _runs_fetch, "download and register a run's model")):
         p = rsub.add_parser(name, help=text)
         p.add_argument("run", help="run name (see `runs list`)")
-        p.add_argument("--json", action="store_true")
+        p.add_argument("--json", action="store_true", help=JSON_HELP)
+        add_verbose_argument(p)
         p.set_defaults(func=func)
         if name == "fetch":
             p.add_argument("--partial", action="store_true",
                            help="for a failed or cancelled run without a final model: register "
-                                "its last complete checkpoint as RUN.partial-epochN")
+                                "its last complete checkpoint as RUN.partial-epochN "
+                                "(default: off)")
 
     submit = subparsers.add_parser(
         "submit", help="fine-tune on a Ray cluster through its Jobs API and fetch the model",
@@ -63,12 +74,19 @@ def add_parser(subparsers) -> None:
                     "job, follow it until it ends, then fetch and register the model.")
     add_train_arguments(submit)
     submit.add_argument("--address", default=None,
-                        help="Jobs API of the head, http(s)://host:8265 ('local' by default)")
+                        help="Jobs API of the head, http(s)://host:8265 (default: the "
+                             "profile's, else 'local': the embedded local head)")
     submit.add_argument("--token-env", default=None,
-                        help="environment variable holding the cluster's auth token")
-    submit.add_argument("--profile", default=None, help="a saved cluster profile")
-    submit.add_argument("--no-fetch", action="store_true", help="do not download the model")
+                        help="environment variable holding the cluster's auth token "
+                             "(default: the profile's, else none)")
+    submit.add_argument("--profile", default=None,
+                        help="a saved cluster profile (default: none, the local cluster)")
+    submit.add_argument("--no-fetch", action="store_true",
+                        help="do not download and register the model (default: off, fetch it)")
     submit.set_defaults(func=_submit)
+
+
+JSON_HELP = "print JSON instead of text (default: off)"
 
 
 def _out(args, data, text: str) -> None:
@@ -151,13 +169,14 @@ def _runs_list(args) -> int:
     return 0
 
 
-def _print_event(event: dict, as_json: bool) -> None:
+def _print_event(event: dict, as_json: bool, verbose: bool = False) -> None:
     if as_json:
         print(json.dumps(event, default=str), flush=True)
         return
     kind = event.get("event")
     if kind == "log":
-        print(event["line"], flush=True)
+        if verbose:  # the job's raw log (Ray's lines among it); a failure prints its tail
+            print(event["line"], flush=True)
     elif kind == "status":
         print(f"[{event['status']}] {event.get('message') or ''}", flush=True)
         if event.get("log_tail"):
@@ -170,14 +189,15 @@ def _print_event(event: dict, as_json: bool) -> None:
               f"{event.get('val_miou_box', float('nan')):.3f}", flush=True)
 
 
-def _follow(record, as_json: bool) -> str:
+def _follow(record, as_json: bool, verbose: bool = False) -> str:
+    """Print a run's events until it ends; the job's raw log lines only with ``verbose``."""
     from napari_raysam.core.runs import follow
 
     state = record.state
     for event in follow(record):
         if event.get("event") == "log" and as_json:
             continue  # --json prints events only; the log stays in `ray job logs`
-        _print_event(event, as_json)
+        _print_event(event, as_json, verbose)
         if event.get("event") == "status":
             state = event["status"]
         elif event.get("event") == "error":
@@ -188,7 +208,7 @@ def _follow(record, as_json: bool) -> str:
 def _runs_follow(args) -> int:
     from napari_raysam.core.run_index import RunIndex
 
-    return 0 if _follow(RunIndex().get(args.run), args.json) == "SUCCEEDED" else 1
+    return 0 if _follow(RunIndex().get(args.run), args.json, args.verbose) == "SUCCEEDED" else 1
 
 
 def _runs_cancel(args) -> int:
@@ -228,13 +248,17 @@ def _submit(args: argparse.Namespace) -> int:
     record = submit(profile, args.dataset, options)
     _out(args, {"event": "submitted", "run": record.name, "address": profile.address},
          f"submitted {record.name} to {profile.address}")
-    state = _follow(record, args.json)
+    state = _follow(record, args.json, args.verbose)
     if state != "SUCCEEDED":
         return 1
     if not args.no_fetch:
         from napari_raysam.core.run_index import RunIndex
+        from napari_raysam.core.run_text import before_after_table
 
         model = fetch(RunIndex().get(record.name))
+        table = before_after_table(model.metrics.get("before"), model.metrics.get("after"),
+                                   rounds=args.correction_rounds)
         _out(args, {"event": "fetched", "model": model.name, "path": model.path,
-                    "sha256": model.sha256}, f"model registered as {model.name}: {model.path}")
+                    "sha256": model.sha256},
+             f"{table}\nmodel registered as run:{model.name}: {model.path}")
     return 0

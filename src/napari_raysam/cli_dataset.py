@@ -22,12 +22,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     create.add_argument("--images", required=True, metavar="DIR", help="folder of image TIFFs")
     create.add_argument("--labels", required=True, metavar="DIR", help="folder of label TIFFs")
-    create.add_argument("--pattern", metavar="GLOB", help="only images whose name matches GLOB")
+    create.add_argument("--pattern", metavar="GLOB",
+                        help="only images whose name matches GLOB (default: all)")
     create.add_argument("--out", required=True, metavar="DIR", help="training set folder")
-    create.add_argument("--append", action="store_true", help="add to an existing training set")
-    create.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    create.add_argument("--append", action="store_true",
+                        help="add to an existing training set (default: off, a new set)")
+    create.add_argument("--seed", type=int, default=0,
+                        help="seed of the train/val split (default: %(default)s)")
     create.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
-                        help="fraction of images held out for validation (default 0.2)")
+                        help="fraction of images held out for validation (default: %(default)s)")
     create.add_argument("--channel-axis", type=int, default=None, metavar="AXIS",
                         help="image axis holding channels (default: inferred from the labels)")
     create.add_argument("--stack-axis", type=_axes, nargs="+", default=None, metavar="AXIS",
@@ -35,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(or 0,1) for T, Z, C, Y, X stacks (default: every axis before Y, X "
                         "except the channel axis)")
     create.add_argument("--allow-duplicates", action="store_true",
-                        help="also add images whose pixels are already in the set")
+                        help="also add images whose pixels are already in the set "
+                             "(default: off, skip them)")
     create.set_defaults(func=_create)
 
     validate = sub.add_parser("validate", help="check files, hashes, shapes and object counts")
@@ -44,7 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     info = sub.add_parser("info", help="samples per split, objects, shapes, content hash")
     info.add_argument("path", metavar="DIR", help="training set folder")
-    info.add_argument("--samples", action="store_true", help="also list every sample")
+    info.add_argument("--samples", action="store_true",
+                      help="also list every sample (default: off)")
     info.set_defaults(func=_info)
 
 

@@ -6,6 +6,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
+    from napari_raysam.cli_logging import add_verbose_argument
     from napari_raysam.core.training.config import MODES
 
     p = subparsers.add_parser(
@@ -20,11 +21,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--mode", choices=MODES,
                    help="fine-tuning mode (default: full for tiny models, else decoder)")
     p.add_argument("--out", help="output folder (default: a fresh folder in the user cache)")
-    p.add_argument("--small", action="store_true", help="tiny sizes (for tests)")
+    p.add_argument("--small", action="store_true", help="tiny sizes, for tests (default: off)")
     p.add_argument("--keep-cluster", action="store_true",
-                   help="leave the local Ray cluster running (stop: napari-raysam cluster stop)")
+                   help="leave the local Ray cluster running (stop: napari-raysam cluster stop)"
+                        " (default: off)")
     p.add_argument("--gui", action="store_true",
-                   help="open napari with a sample and the plugin's docks instead")
+                   help="open napari with a sample and the plugin's docks instead "
+                        "(default: off)")
+    add_verbose_argument(p)
     p.set_defaults(func=run)
 
 

@@ -11,7 +11,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     listing = models_sub.add_parser("list", help="model names you can use as --model")
     listing.set_defaults(func=_list)
     check = models_sub.add_parser("check", help="load a model spec and print what it is")
-    check.add_argument("spec", help="'tiny', a micro-sam name such as vit_b_lm, or a file")
+    check.add_argument("spec", help="tiny_cells, tiny, a micro-sam name such as vit_b_lm, "
+                                        "run:NAME or a checkpoint file")
     check.set_defaults(func=_check)
 
     cache = sub.add_parser("cache", help="the on-disk embedding cache")
@@ -23,12 +24,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _list(args) -> int:
-    from .core.models import registry_names
-
-    print("tiny  (built-in, offline, for tests and demos)")
-    for name in registry_names():
-        print(name)
+    print(models_text())
     return 0
+
+
+def models_text() -> str:
+    """Every model name ``--model`` and the Segment dock take, grouped: built-in, micro-sam's
+    registry, and fine-tuned models registered here (``run:NAME``)."""
+    from .core.models import registry_names
+    from .core.run_index import list_registered_models
+    from .core.run_text import model_label
+
+    lines = ["built-in (shipped, offline):",
+             "  tiny_cells   tiny SAM trained on synthetic round cells (the default base model)",
+             "  tiny         the same tiny architecture with random weights (tests)",
+             "micro-sam (downloaded on first use):"]
+    try:
+        names = registry_names()
+    except Exception as exc:  # noqa: BLE001 - the rest of the list still helps
+        names, lines = [], [*lines, f"  (micro-sam's registry is unavailable: {exc})"]
+    lines += [f"  {name}" for name in names]
+    lines.append("fine-tuned here (from `train`, `submit`, `runs fetch` or the Train dock):")
+    registered = list_registered_models()
+    for m in registered:
+        after = (m.metrics or {}).get("after") or {}
+        score = (f", val box mIoU {after['val_miou_box']:.3f}"
+                 if after.get("val_miou_box") is not None else "")
+        lines.append(f"  {model_label(m)}  (base {m.base_model}{score})")
+    if not registered:
+        lines.append("  none yet: `napari-raysam train` or `submit` registers its model as "
+                     "run:NAME")
+    return "\n".join(lines)
 
 
 def _check(args) -> int:

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 STYLE = "elongated"
-METRICS = ("val_miou_point", "val_miou_box", "val_miou_corrected")
 
 
 @dataclass
@@ -186,13 +185,11 @@ class _Indented:
 
 
 def report_text(r: DemoResult, opts: DemoOptions, name: str) -> str:
-    rows = [f"  {k.removeprefix('val_miou_'):<10} {r.before[k]:.3f} -> {r.after[k]:.3f}  "
-            f"({r.after[k] - r.before[k]:+.3f})" for k in METRICS]
-    n = r.after.get("val_objects")
+    from .core.run_text import before_after_table
+
     return "\n".join([
-        f"[4] held-out mIoU of {opts.model} on {STYLE} cells ({n} annotated val cells), "
-        "before -> after fine-tuning:",
-        *rows,
+        f"[4] {opts.model} fine-tuned on {STYLE} cells:",
+        before_after_table(r.before, r.after, rounds=opts.correction_rounds),
         f"checkpoint: {r.checkpoint}",
         f"report:     {r.report}",
         f"curves:     {r.curves}",

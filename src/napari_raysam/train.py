@@ -15,35 +15,63 @@ import sys
 import time
 
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.training.config import MODES, TrainConfig
+from napari_raysam.core.training.config import DEFAULT_MODEL, MODES, TrainConfig
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """The training options, shared by ``napari-raysam train`` and this module."""
+    """The training options, shared by ``napari-raysam train``, ``submit`` and this module.
+
+    Every option's help states its default (a test walks the parsers to check it)."""
     parser.add_argument("dataset", help="training-set folder (written by the Export dock/CLI) "
                                         "or its storage URI")
-    parser.add_argument("--model", default="tiny", help="base model spec (default: tiny)")
-    parser.add_argument("--mode", choices=MODES, default="decoder")
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers")
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
-    parser.add_argument("--gpus-per-worker", type=float, default=0.0)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--objects-per-image", type=int, default=8)
-    parser.add_argument("--correction-rounds", type=int, default=3)
-    parser.add_argument("--steps-per-epoch", type=int, default=None)
-    parser.add_argument("--images-per-step", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="base model: tiny_cells (shipped, trained on round cells), tiny "
+                             "(random weights), a micro-sam name such as vit_b_lm, run:NAME "
+                             "(a fine-tuned model, see `napari-raysam models list`) or a "
+                             "checkpoint file (default: %(default)s)")
+    parser.add_argument("--mode", choices=MODES, default="decoder",
+                        help="what is trained: decoder (frozen encoder, cached embeddings, "
+                             "CPU-friendly), lora (LoRA adapters on the encoder) or full "
+                             "(default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Ray Train workers (default: %(default)s)")
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0,
+                        help="CPUs each worker reserves (default: %(default)s)")
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0,
+                        help="GPUs each worker reserves; 0 trains on CPUs (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=5,
+                        help="passes over the training images (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-4,
+                        help="learning rate of AdamW (default: %(default)s)")
+    parser.add_argument("--objects-per-image", type=int, default=8,
+                        help="annotated objects sampled per image and step "
+                             "(default: %(default)s)")
+    parser.add_argument("--correction-rounds", type=int, default=3,
+                        help="correction clicks after the first prompt, in training and in the "
+                             "'corrected' val score (default: %(default)s)")
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="optimizer steps per epoch (default: one pass over the training "
+                             "images)")
+    parser.add_argument("--images-per-step", type=int, default=1,
+                        help="images per worker and optimizer step (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of prompts and sampling (default: %(default)s)")
     parser.add_argument("--max-failures", type=int, default=2,
                         help="worker failures a run survives by resuming from its last "
-                             "checkpoint; 0 ends the run at the first (default: 2)")
+                             "checkpoint; 0 ends the run at the first (default: %(default)s)")
     parser.add_argument("--storage", default=None,
                         help="run storage: a folder, or s3://bucket/prefix[?endpoint_override="
-                             "host:port&scheme=http] or gs://bucket/prefix (Ray storage_path)")
+                             "host:port&scheme=http] or gs://bucket/prefix (Ray storage_path) "
+                             "(default: the runs folder in the user cache; for submit: the "
+                             "cluster profile's storage)")
     parser.add_argument("--name", default=None,
-                        help="run name; an existing run of the same data resumes")
-    parser.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
-    parser.add_argument("--verbose", action="store_true", help="show Ray worker logs")
+                        help="run name; an existing run of the same data resumes (default: a "
+                             "fresh unique name)")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON event per line on stdout (default: off, human lines)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's own log lines and the Ray workers' output "
+                             "(default: off)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -89,8 +117,8 @@ class ProgressPrinter:
         print(text, file=self.out, flush=True)
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Train from parsed arguments; prints progress and the checkpoint path."""
+def train_from_args(args: argparse.Namespace):
+    """Train from parsed arguments, printing progress (``--json``: events); the RunOutcome."""
     from napari_raysam.core.training.runner import run_training
 
     config = config_from_args(args)
@@ -99,7 +127,12 @@ def run_from_args(args: argparse.Namespace) -> int:
             print(json.dumps(e, default=str), flush=True)
     else:
         on_event = ProgressPrinter()
-    outcome = run_training(config, on_event=on_event, log_to_driver=args.verbose)
+    return run_training(config, on_event=on_event, log_to_driver=args.verbose)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """The job entrypoint: train, then print the checkpoint path."""
+    outcome = train_from_args(args)
     if not args.json:
         print(outcome.checkpoint, flush=True)
     return 0
@@ -110,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Fine-tune SAM on a Ray cluster.")
     add_train_arguments(parser)
     args = parser.parse_args(argv)
+    from napari_raysam.cli_logging import configure_logging
+
+    configure_logging(args.verbose)
     try:
         return run_from_args(args)
     except RaysamError as exc:

@@ -50,3 +50,36 @@ def epoch_text(event: dict) -> str:
     """The status line for an ``epoch`` event."""
     return (f"Epoch {event['epoch']}/{event.get('epochs')}: val box mIoU "
             f"{event.get('val_miou_box', 0):.3f}")
+
+
+#: The val scores of a run, how the before -> after table names them, and what each means.
+SCORES = (("point", "val_miou_point", "one click inside each object"),
+          ("box", "val_miou_box", "the object's bounding box"),
+          ("corrected", "val_miou_corrected", "a click, then {rounds} correction click(s) "
+                                              "on the errors"))
+NO_VAL_SPLIT = ("No before/after measure: the training set has no val split. Export at least 2 "
+                "images (planes) so one is held out.")
+
+
+def before_after_table(before: dict | None, after: dict | None,
+                       rounds: int | str | None = None) -> str:
+    """The held-out (val split) mIoU before -> after fine-tuning, one row per prompt kind, with
+    the number of val objects and what each score means; used by ``napari-raysam train``,
+    ``submit`` and ``demo``. ``rounds``: the correction clicks behind "corrected"."""
+    from .training.report import verdict
+
+    if not before or not after or any(after.get(k) is None for _, k, _ in SCORES):
+        return NO_VAL_SPLIT
+    objects = after.get("val_objects") or before.get("val_objects")
+    head = "held-out (val split) mIoU, before -> after fine-tuning"
+    lines = [head + (f", on {objects} val objects:" if objects else ":")]
+    for label, key, meaning in SCORES:
+        b, a = before.get(key), after[key]
+        delta = f"({a - b:+.3f})" if b is not None else ""
+        b_text = f"{b:.3f}" if b is not None else "  -  "
+        meaning = meaning.format(rounds="N" if rounds is None else rounds)
+        lines.append(f"  {label:<10} {b_text} -> {a:.3f}  {delta:<9} {meaning}")
+    kind, sentence = verdict(before, after)
+    if kind == "worse":
+        lines.append(sentence)
+    return "\n".join(lines)

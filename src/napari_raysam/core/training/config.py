@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, fields
 from ..errors import RaysamError
 
 MODES = ("decoder", "lora", "full")
+#: The base model when none is given: the shipped, trained ``tiny_cells`` (``tiny`` is random).
+DEFAULT_MODEL = "tiny_cells"
 NO_LORA_VIT_T = ("Mode 'lora' needs a ViT encoder (vit_b, vit_l, vit_h, tiny): micro-sam's LoRA "
                  "does not apply to vit_t's TinyViT. Use mode 'decoder' or 'full' for vit_t.")
 
@@ -28,7 +30,7 @@ class TrainConfig:
     """
 
     dataset: str
-    model: str = "tiny"
+    model: str = DEFAULT_MODEL
     mode: str = "decoder"
     workers: int = 1
     cpus_per_worker: float = 1.0
