@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from napari_raysam import cli
-from napari_raysam.core.run_text import NO_VAL_SPLIT, before_after_table
+from napari_raysam.core.run_text import before_after_table
+from napari_raysam.core.training.report import NO_VAL
 
 BEFORE = {"val_miou_point": 0.41, "val_miou_box": 0.52, "val_miou_corrected": 0.60,
           "val_objects": 23}
@@ -70,8 +71,8 @@ def test_before_after_table_names_each_score_and_counts_val_objects():
     assert "3 correction click" in rows["corrected"]
     assert "WORSE" not in table
     assert "WORSE" in before_after_table(AFTER, BEFORE, rounds=3)
-    assert before_after_table(None, None) == NO_VAL_SPLIT
-    assert before_after_table({}, {"val_miou_point": None}) == NO_VAL_SPLIT
+    assert before_after_table(None, None) == NO_VAL
+    assert before_after_table({}, {"val_miou_point": None}) == NO_VAL
 
 
 def test_demo_prints_the_same_table(tmp_path):

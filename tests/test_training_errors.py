@@ -56,12 +56,6 @@ def test_damaged_dataset_file(tmp_path):
         _run(tmp_path, dataset=str(ds))
 
 
-def test_no_val_split(tmp_path):
-    ds = _ds(tmp_path / "one", n=1)
-    with pytest.raises(RaysamError, match="no val split"):
-        _run(tmp_path, dataset=str(ds))
-
-
 def test_unknown_model_spec(tmp_path):
     ds = _ds(tmp_path / "ds")
     with pytest.raises(RaysamError, match="Unknown model 'vit_q_nonsense'"):
@@ -102,13 +96,17 @@ def test_resume_name_checks_the_dataset(tmp_path):
         {"dataset_content_hash": open_dataset(ds).content_hash}))
     with pytest.raises(RaysamError, match="different training set"):
         _run(tmp_path, dataset=str(other), name="myrun")
-    name, folder, resumed = resolve_run(storage, "myrun", open_dataset(ds).content_hash)
-    assert (name, folder, resumed) == ("myrun", run, True)
-    name, folder, resumed = resolve_run(storage, None, "x")
+    from napari_raysam.core.storage import Storage
+
+    runs = Storage.open(str(storage))
+    assert resolve_run(runs, "myrun", open_dataset(ds).content_hash) == ("myrun", True)
+    name, resumed = resolve_run(runs, None, "x")
     assert not resumed and name != "myrun"
     (storage / "stranger").mkdir()
     with pytest.raises(RaysamError, match="not a napari-raysam run"):
-        resolve_run(storage, "stranger", "x")
+        resolve_run(runs, "stranger", "x")
+    with pytest.raises(RaysamError, match="Refusing the run name"):
+        resolve_run(runs, "../escape", "x")
 
 
 def test_cli_reports_errors_with_exit_2(tmp_path, capsys):

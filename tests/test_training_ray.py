@@ -137,6 +137,26 @@ def test_killed_worker_resumes_without_double_counting(ray_cluster, tmp_path):
     assert len(list(pid_dir.iterdir())) >= 2  # epoch 2 ran again in a new worker
 
 
+def test_a_set_without_a_val_split_trains_and_says_there_is_no_measure(ray_cluster, tmp_path):
+    from napari_raysam.core.training.report import NO_VAL
+
+    ds = _dataset(tmp_path / "one", "round", seed=4, n=1)
+    events = []
+    cfg = TrainConfig(dataset=str(ds), mode="decoder", workers=1, epochs=2, lr=3e-3,
+                      correction_rounds=1, steps_per_epoch=3, storage=str(tmp_path / "runs"))
+    out = run_training(cfg, on_event=events.append, log_to_driver=False)
+    assert out.best_epoch == 2 and [h["epoch"] for h in out.history] == [1, 2]  # the last
+    kinds = [e["event"] for e in events]
+    assert "baseline" not in kinds and kinds.count("epoch") == 2
+    assert events[0]["validated"] is False and events[0]["warning"] == NO_VAL
+    assert all("val_miou_box" not in e for e in events if e["event"] == "epoch")
+    report = json.loads((Path(out.run_dir) / "report.json").read_text())
+    assert report["verdict"] == "no val split" and report["summary"] == NO_VAL
+    from napari_raysam.core.models import load_model
+
+    assert load_model(out.checkpoint, device="cpu").lineage["best_epoch"] == 2
+
+
 def test_more_workers_than_cpus_is_refused(ray_cluster, tmp_path):
     ds = _dataset(tmp_path / "ds", "round", seed=3, n=3)
     cfg = TrainConfig(dataset=str(ds), workers=5, storage=str(tmp_path / "runs"))

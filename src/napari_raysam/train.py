@@ -97,6 +97,8 @@ class ProgressPrinter:
             word = "resuming" if e.get("resumed") else "starting"
             self._say(f"{word} run {e['run']} ({e['mode']}, {e['workers']} worker(s), "
                       f"{e['epochs']} epochs) in {e['run_dir']}")
+            if e.get("warning"):
+                self._say(f"note: {e['warning']}")
         elif kind == "baseline":
             self._say(f"before training: val mIoU point {e['val_miou_point']:.3f} "
                       f"box {e['val_miou_box']:.3f} corrected {e['val_miou_corrected']:.3f}")
@@ -106,9 +108,10 @@ class ProgressPrinter:
             self.times.append(float(e.get("epoch_time_s") or 0.0))
             per = sum(self.times) / len(self.times)
             eta = time.strftime("%H:%M:%S", time.gmtime(per * (e["epochs"] - e["epoch"])))
-            self._say(f"epoch {e['epoch']}/{e['epochs']}  loss {e['train_loss']:.3f}  "
-                      f"val loss {e['val_loss']:.3f}  val mIoU point {e['val_miou_point']:.3f} "
-                      f"box {e['val_miou_box']:.3f} corrected {e['val_miou_corrected']:.3f}  "
+            val = (f"val loss {e['val_loss']:.3f}  val mIoU point {e['val_miou_point']:.3f} "
+                   f"box {e['val_miou_box']:.3f} corrected {e['val_miou_corrected']:.3f}  "
+                   if "val_miou_box" in e else "(no val split)  ")
+            self._say(f"epoch {e['epoch']}/{e['epochs']}  loss {e['train_loss']:.3f}  {val}"
                       f"{e['objects_per_s']:.0f} obj/s  ETA {eta}")
         elif kind == "end" and e.get("status") == "ok":
             self._say(f"done: best epoch {e.get('best_epoch')}; report {e.get('report')}")

@@ -34,7 +34,11 @@ def use_label(model) -> str:
 
 def model_summary(model) -> str:
     """Before -> after val mIoU of a fetched model, a warning if it got worse, its file."""
+    from .training.report import NO_VAL, has_scores
+
     before, after = model.metrics.get("before") or {}, model.metrics.get("after") or {}
+    if not has_scores(after):
+        return f"Model {model_label(model)}: {NO_VAL}\nCheckpoint: {model.path}"
     lines = [f"val {name} mIoU {before.get(key, float('nan')):.2f} -> "
              f"{after.get(key, float('nan')):.2f}"
              for name, key in (("point", "val_miou_point"), ("box", "val_miou_box"),
@@ -48,8 +52,10 @@ def model_summary(model) -> str:
 
 def epoch_text(event: dict) -> str:
     """The status line for an ``epoch`` event."""
+    if event.get("val_miou_box") is None:
+        return f"Epoch {event['epoch']}/{event.get('epochs')}: no val split, nothing measured"
     return (f"Epoch {event['epoch']}/{event.get('epochs')}: val box mIoU "
-            f"{event.get('val_miou_box', 0):.3f}")
+            f"{event['val_miou_box']:.3f}")
 
 
 #: The val scores of a run, how the before -> after table names them, and what each means.
@@ -57,8 +63,6 @@ SCORES = (("point", "val_miou_point", "one click inside each object"),
           ("box", "val_miou_box", "the object's bounding box"),
           ("corrected", "val_miou_corrected", "a click, then {rounds} correction click(s) "
                                               "on the errors"))
-NO_VAL_SPLIT = ("No before/after measure: the training set has no val split. Export at least 2 "
-                "images (planes) so one is held out.")
 
 
 def before_after_table(before: dict | None, after: dict | None,
@@ -66,10 +70,10 @@ def before_after_table(before: dict | None, after: dict | None,
     """The held-out (val split) mIoU before -> after fine-tuning, one row per prompt kind, with
     the number of val objects and what each score means; used by ``napari-raysam train``,
     ``submit`` and ``demo``. ``rounds``: the correction clicks behind "corrected"."""
-    from .training.report import verdict
+    from .training.report import NO_VAL, has_scores, verdict
 
-    if not before or not after or any(after.get(k) is None for _, k, _ in SCORES):
-        return NO_VAL_SPLIT
+    if not has_scores(after):
+        return NO_VAL
     objects = after.get("val_objects") or before.get("val_objects")
     head = "held-out (val split) mIoU, before -> after fine-tuning"
     lines = [head + (f", on {objects} val objects:" if objects else ":")]

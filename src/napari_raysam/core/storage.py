@@ -108,7 +108,8 @@ def explain(exc: BaseException, uri: str, side: str) -> str:
                 f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or GOOGLE_APPLICATION_CREDENTIALS) "
                 f"to valid ones with access to the bucket on {side}.")
     if "access_denied" in low or "accessdenied" in low or "access denied" in low \
-            or "permission denied" in low or "forbidden" in low or "read-only" in low:
+            or "permission denied" in low or "forbidden" in low or "read-only" in low \
+            or "not a directory" in low:
         return (f"{where} does not allow writing there (permission denied). Give those "
                 "credentials write access to the bucket/prefix, or pick one you can write to.")
     if any(w in low for w in ("couldn't connect", "could not connect", "connection refused",

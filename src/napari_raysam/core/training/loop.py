@@ -60,7 +60,9 @@ def validate(sam, samples, size: int, cfg: TrainConfig, cache: EmbeddingCache | 
             sums += [float(res["point"].sum()), float(res["box"].sum()),
                      float(res["corrected"].sum()), res["loss"] * n, n]
     tot = _all_reduce_sum(sums.tolist())
-    n = max(tot[4], 1.0)
+    if tot[4] == 0:
+        return {}  # no val split (or no val objects): nothing measured
+    n = tot[4]
     return {"val_miou_point": tot[0] / n, "val_miou_box": tot[1] / n,
             "val_miou_corrected": tot[2] / n, "val_loss": tot[3] / n, "val_objects": int(tot[4])}
 
@@ -139,7 +141,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     start = int(state.get("epoch", 0)) + 1
     if baseline is None:
         baseline = validate(sam, val, size, cfg, cache)
-        if rank == 0:
+        if rank == 0 and baseline:
             events.append({"event": "baseline", **baseline})
     elif rank == 0:
         events.append({"event": "resume", "from_epoch": start, "epochs": cfg.epochs})

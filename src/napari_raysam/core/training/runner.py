@@ -20,6 +20,7 @@ from ..paths import safe_name
 from ..storage import Storage, StorageError, is_remote_uri, redact
 from .config import TrainConfig, fresh_run_name
 from .events import EventLog, Follower, read_events
+from .report import NO_VAL
 
 RUN_FILE = "run.json"
 BEST_METRIC = "val_miou_box"
@@ -47,7 +48,8 @@ def default_storage() -> Path:
 
 
 def check_dataset(path: str):
-    """Open and validate the training set (a local folder); it needs train and val samples."""
+    """Open and validate the training set (a local folder); it needs train samples. Without
+    a val split it trains all the same, with no per-epoch validation (see report.NO_VAL)."""
     from ..dataset import validate_dataset
 
     report = validate_dataset(path)
@@ -56,11 +58,6 @@ def check_dataset(path: str):
     ts = report.dataset
     if not ts.split("train"):
         raise RaysamError(f"The training set {path} has no training samples; export more images.")
-    if not ts.has_val:
-        raise RaysamError(
-            f"The training set {path} has no val split, but training evaluates every epoch on "
-            "held-out images. Export at least 2 images (planes) so one goes to val."
-        )
     return ts
 
 
@@ -86,8 +83,8 @@ def open_run_storage(uri: str | None) -> Storage:
         storage = Storage.open(uri, side="the cluster")
         storage.check_writable(side="the cluster")
     except StorageError as exc:
-        raise RaysamError(f"The run storage cannot be used: {exc} Choose another --storage or "
-                          "fix it.") from None
+        raise RaysamError(f"The run storage is not writable: {exc} Choose another --storage "
+                          "or fix it.") from None
     return storage
 
 
@@ -97,7 +94,7 @@ def resolve_run(storage: Storage, name: str | None, content_hash: str) -> tuple[
     if not name:
         name = fresh_run_name()
     safe_name(name, "run name")
-    if not storage.list(name):
+    if not storage.exists(storage.path(name)):
         return name, False
     data = storage.read_bytes(storage.path(name, RUN_FILE))
     if data is None:
@@ -201,9 +198,10 @@ def run_training(config: TrainConfig, on_event: Callable[[dict], None] | None = 
     log.append({"event": "start", "run": name, "run_dir": redact(run.uri),
                 "dataset": redact(config.dataset), "content_hash": ts.content_hash,
                 "model": redact(config.model), "mode": config.mode, "workers": config.workers,
-                "epochs": config.epochs, "resumed": resumed})
+                "epochs": config.epochs, "resumed": resumed, "validated": ts.has_val,
+                **({} if ts.has_val else {"warning": NO_VAL})})
     try:
-        result = _fit(config, run)
+        result = _fit(config, run, ts.has_val)
         outcome = _finish(config, run, result, ts.content_hash)
     except BaseException as exc:
         log.append({"event": "end", "status": "error", "error": str(exc)})
@@ -220,7 +218,7 @@ def run_training(config: TrainConfig, on_event: Callable[[dict], None] | None = 
     return outcome
 
 
-def _fit(config: TrainConfig, run: Storage):
+def _fit(config: TrainConfig, run: Storage, validated: bool = True):
     """The TorchTrainer; ``fit`` runs in a thread so the caller keeps its signal handlers."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -239,8 +237,10 @@ def _fit(config: TrainConfig, run: Storage):
         run_config=RunConfig(
             name=config.name, storage_path=config.storage,
             failure_config=FailureConfig(max_failures=config.max_failures),
+            # without a val split there is no score: keep the latest checkpoint
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=
-                                               BEST_METRIC, checkpoint_score_order="max"),
+                                               BEST_METRIC, checkpoint_score_order="max")
+            if validated else CheckpointConfig(num_to_keep=1),
         ),
     )
     box: dict = {}
@@ -268,7 +268,8 @@ def _finish(config: TrainConfig, run: Storage, result, content_hash: str) -> Run
     from .loop import STATE_FILE
     from .report import write_curves, write_report
 
-    ranked = [(m.get(BEST_METRIC, -1.0), c) for c, m in (result.best_checkpoints or [])]
+    ranked = [(m[BEST_METRIC], c) for c, m in (result.best_checkpoints or [])
+              if m.get(BEST_METRIC) is not None]
     ckpt = max(ranked, key=lambda t: t[0])[1] if ranked else result.checkpoint
     latest = result.checkpoint or ckpt
     with latest.as_directory() as folder:
