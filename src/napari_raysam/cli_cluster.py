@@ -32,16 +32,10 @@ def add_parser(subparsers) -> None:
         description="Connect to the cluster's Jobs API, check the storage URI from this "
                     "computer, then run a small probe job on the cluster that writes and reads "
                     "a probe object there and reports the cluster's versions.")
-    check.add_argument("--address", default=None,
-                       help="Jobs API of the head, http(s)://host:8265 (default: the profile's)")
-    check.add_argument("--token-env", default=None,
-                       help="environment variable holding the cluster's auth token "
-                            "(default: the profile's, else none)")
+    _add_cluster_arguments(check)
     check.add_argument("--storage", default=None,
                        help="storage URI (folder, s3://bucket/prefix?endpoint_override=host:port"
                             "&scheme=http, gs://bucket/prefix) (default: the profile's)")
-    check.add_argument("--profile", default=None,
-                       help="a saved cluster profile (default: none, the local cluster)")
     check.add_argument("--json", action="store_true", help=JSON_HELP)
     add_verbose_argument(check)
     check.set_defaults(func=_cluster_check)
@@ -73,20 +67,25 @@ def add_parser(subparsers) -> None:
         description="Upload the training set to the profile's storage, submit the training "
                     "job, follow it until it ends, then fetch and register the model.")
     add_train_arguments(submit)
-    submit.add_argument("--address", default=None,
-                        help="Jobs API of the head, http(s)://host:8265 (default: the "
-                             "profile's, else 'local': the embedded local head)")
-    submit.add_argument("--token-env", default=None,
-                        help="environment variable holding the cluster's auth token "
-                             "(default: the profile's, else none)")
-    submit.add_argument("--profile", default=None,
-                        help="a saved cluster profile (default: none, the local cluster)")
+    _add_cluster_arguments(submit)
     submit.add_argument("--no-fetch", action="store_true",
                         help="do not download and register the model (default: off, fetch it)")
     submit.set_defaults(func=_submit)
 
 
 JSON_HELP = "print JSON instead of text (default: off)"
+
+
+def _add_cluster_arguments(parser) -> None:
+    """--address, --token-env and --profile: which cluster (see _profile_from_args)."""
+    parser.add_argument("--address", default=None,
+                        help="Jobs API of the head, http(s)://host:8265 (default: the "
+                             "profile's, else 'local': the embedded local head)")
+    parser.add_argument("--token-env", default=None,
+                        help="environment variable holding the cluster's auth token "
+                             "(default: the profile's, else none)")
+    parser.add_argument("--profile", default=None,
+                        help="a saved cluster profile (default: none, the local cluster)")
 
 
 def _out(args, data, text: str) -> None:
