@@ -202,3 +202,46 @@ def test_segment_dock_objects_preferred_over_ground_truth(make_napari_viewer):
     viewer.add_labels(np.zeros_like(sample.labels), name="cells objects")
     widget = ExportWidget(viewer)
     assert list(widget.selected_pairs()) == [("cells", "cells objects")]
+
+
+def is_warning(widget) -> bool:
+    return "e0a030" in widget.status.styleSheet()
+
+
+def test_preview_warns_about_a_missing_val_split_before_writing(dock, qtbot, tmp_path):
+    viewer, widget = dock
+    sample = make_sample(shape=(128, 128), seed=3)
+    viewer.add_image(sample.image, name="a")
+    viewer.add_labels(sparse(sample.labels, 3), name="a labels")
+    widget.dest_edit.setText(str(tmp_path / "one"))
+    assert widget.preview() is not None
+    assert not (tmp_path / "one").exists()  # warned before anything is written
+    assert is_warning(widget) and not is_error(widget)
+    assert "No validation split" in widget.status.text()
+    assert "No validation split" in widget.plan_label.text()  # stays in view while writing
+
+    stack = [make_sample(shape=(128, 128), seed=s) for s in (5, 6)]
+    viewer.layers.clear()
+    viewer.add_image(np.stack([s.image for s in stack]), name="stack")
+    viewer.add_labels(np.stack([sparse(s.labels, 2) for s in stack]), name="stack labels")
+    widget.dest_edit.setText(str(tmp_path / "two"))
+    assert widget.preview() is not None and not is_warning(widget)
+    assert widget.status.text() == "Ready to export." and "validation" not in \
+        widget.plan_label.text()
+    widget.planes_combo.setCurrentIndex(1)  # only the current plane: one plane, no val split
+    assert widget.preview() is not None and is_warning(widget)
+
+
+def test_preview_text_does_not_outlive_the_export(dock, qtbot, tmp_path):
+    viewer, widget = dock
+    samples = [make_sample(shape=(128, 128), seed=s) for s in (1, 2)]
+    for i, sample in enumerate(samples):
+        viewer.add_image(sample.image, name=f"im{i}")
+        viewer.add_labels(sparse(sample.labels, 2), name=f"im{i} labels")
+    widget.dest_edit.setText(str(tmp_path / "set"))
+    assert widget.preview() is not None
+    assert widget.plan_label.text().startswith("Will create")
+    run_export(qtbot, widget)
+    assert (tmp_path / "set").is_dir() and "Exported to" in widget.status.text()
+    assert "Will create" not in widget.plan_label.text()
+    assert widget.plan_label.text() == "Preview shows what will be written."

@@ -80,9 +80,13 @@ def spin(cls, low, high, value, step=None, decimals=None):
     return box
 
 
-def show_status(label: QLabel, message: str, error: bool = False) -> None:
+ERROR_STYLE, WARNING_STYLE = "color: #e05050;", "color: #e0a030;"
+
+
+def show_status(label: QLabel, message: str, error: bool = False, warning: bool = False) -> None:
+    """Show ``message`` in ``label``: red for an error, amber for a warning."""
     label.setText(message)
-    label.setStyleSheet("color: #e05050;" if error else "")
+    label.setStyleSheet(ERROR_STYLE if error else WARNING_STYLE if warning else "")
 
 
 def run_in_worker(func: Callable, args: tuple, done: Callable, error: Callable,

@@ -21,7 +21,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -29,18 +28,21 @@ from ..core.dataset import (
     WritePlan,
     execute_plan,
     is_training_set,
+    plan_split_warning,
     plan_write,
     plane_axes,
     planes_to_inputs,
 )
 from ..core.errors import RaysamError
 from ._common import run_in_worker, show_status
+from ._dock import scroll_body
 from .gc_pauses import QuietCollector
 from .prompt_layers import PREVIEW
 
 ARROW = " \u2194 "
 MODES = {"new training set": "new", "append to a training set": "append"}
 PLANES = {"all annotated planes": "all", "only the current plane": "current"}
+PLAN_HINT = "Preview shows what will be written."
 
 
 def _layer_info(layer) -> tuple[int | None, tuple]:
@@ -96,7 +98,7 @@ class ExportWidget(QWidget):
         self.preview_button = QPushButton("Preview")
         self.export_button = QPushButton("Export")
         self.progress_bar = QProgressBar()
-        self.plan_label = QLabel("Preview shows what will be written.")
+        self.plan_label = QLabel(PLAN_HINT)
         self.status = QLabel("Check the image/labels pairs to export and choose a folder.")
         for label in (self.plan_label, self.status):
             label.setWordWrap(True)
@@ -113,7 +115,7 @@ class ExportWidget(QWidget):
         buttons = QHBoxLayout()
         for button in (self.preview_button, self.export_button):
             buttons.addWidget(button)
-        layout = QVBoxLayout(self)
+        layout = scroll_body(self)
         layout.addWidget(QLabel("Image \u2194 labels pairs (same shape):"))
         layout.addWidget(self.pair_list)
         layout.addLayout(form)
@@ -227,8 +229,13 @@ class ExportWidget(QWidget):
             show_status(self.status, str(exc), error=True)
             return None
         duplicates = [f"duplicate: {d}" for d in plan.duplicates]
-        self.plan_label.setText("\n".join([f"Will {plan.summary()}.", *notes, *duplicates]))
-        show_status(self.status, "Ready to export.")
+        no_val = plan_split_warning(plan, self.seed_spin.value(), self.val_spin.value())
+        self.plan_label.setText("\n".join([f"Will {plan.summary()}.", *notes, *duplicates,
+                                           *([no_val] if no_val else [])]))
+        if no_val:  # said before writing: exporting is allowed, but nothing is held out
+            show_status(self.status, f"Warning: {no_val}", warning=True)
+        else:
+            show_status(self.status, "Ready to export.")
         return plan
 
     def export(self):
@@ -253,7 +260,8 @@ class ExportWidget(QWidget):
                 f"{len(ts.split('val'))} val), {ts.n_objects} object(s), content "
                 f"{ts.content_hash[:12]}." + (f"\n{ts.split_warning}" if ts.split_warning else ""))
         self.last_export_path = path
-        show_status(self.status, text)
+        self.plan_label.setText(PLAN_HINT)  # the plan is done: "Will create ..." is history
+        show_status(self.status, text, warning=bool(ts.split_warning))
         self.exported.emit(path)
 
     def _on_error(self, exc):

@@ -6,7 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from qtpy.QtCore import Signal
+from matplotlib.ticker import MaxNLocator
+from qtpy.QtCore import QSize, Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel, QSizePolicy
 
@@ -14,6 +15,8 @@ CURVES = (("train_loss", "train loss", 0), ("val_loss", "val loss", 0),
           ("val_miou_point", "point", 1), ("val_miou_box", "box", 1),
           ("val_miou_corrected", "corrected", 1))
 DPI = 100
+MIN_SIZE = (240, 180)  # below this the figure's text no longer fits
+HINT_SIZE = (400, 220)
 
 
 class MetricsPlot(QLabel):
@@ -36,8 +39,14 @@ class MetricsPlot(QLabel):
         self.loss_ax, self.iou_ax = self.figure.subplots(1, 2)
         self._axes = (self.loss_ax, self.iou_ax)
         for ax, title in zip(self._axes, ("loss", "val mIoU"), strict=True):
-            ax.set_title(title, fontsize=8)
-            ax.tick_params(labelsize=7)
+            ax.set_xlabel("epoch", fontsize=7, labelpad=1)
+            ax.set_ylabel(title, fontsize=7, labelpad=1)
+            ax.tick_params(labelsize=6)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        # until the first epoch: empty axes without made-up ranges (matplotlib's -0.05..0.05)
+        self._waiting = self.loss_ax.text(0.5, 0.5, "curves appear after\nthe first epoch",
+                                          ha="center", va="center", fontsize=7, color="0.4",
+                                          transform=self.loss_ax.transAxes)
         self.lines = {key: self._axes[which].plot([], [], marker="o", markersize=3,
                                                   label=label)[0]
                       for key, label, which in CURVES}
@@ -46,13 +55,21 @@ class MetricsPlot(QLabel):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="raysam-plot")
         self._requested = self._drawn = 0  # touched on the GUI thread only
         self._busy = False
-        self.setMinimumHeight(180)
-        # the image follows the widget's size, never the other way round
-        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Ignored)
+        self.setMinimumSize(MIN_SIZE[0], MIN_SIZE[1])
+        # the image follows the widget's size, never the other way round (see sizeHint)
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Expanding)
         self.rendered.connect(self._show)
         self._request()
 
     # --- GUI thread -----------------------------------------------------------------------
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        """A fixed wish, not the image's size (a QLabel's default): layouts that work out
+        heights from the hints (a dock's scrolling body) then leave the plot its place."""
+        return QSize(*HINT_SIZE)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(*MIN_SIZE)  # not the last image's size: the plot would only ever grow
 
     def clear(self) -> None:
         if self.epochs:
@@ -80,7 +97,7 @@ class MetricsPlot(QLabel):
     def _submit(self) -> None:
         self._busy = True
         ratio = self.devicePixelRatioF()
-        size = (max(self.width(), 200), max(self.height(), 180), ratio)
+        size = (max(self.width(), MIN_SIZE[0]), max(self.height(), MIN_SIZE[1]), ratio)
         try:
             self._pool.submit(self._draw, dict(self.epochs), size, self._requested)
         except RuntimeError:  # the interpreter is shutting down: nothing left to show
@@ -108,23 +125,24 @@ class MetricsPlot(QLabel):
 
     def _render(self, epochs: dict[int, dict], size: tuple[int, int, float]) -> QImage:
         width, height, ratio = size
-        if self._laid_out_for != size:
-            self.figure.set_dpi(DPI * ratio)
-            self.figure.set_size_inches(width / DPI, height / DPI)
-            self.figure.tight_layout()
-            self._laid_out_for = size
         order = sorted(epochs)
         for key, line in self.lines.items():
             values = [epochs[e].get(key) for e in order]
             shown = bool(order) and all(v is not None for v in values)
             line.set_data(order if shown else [], values if shown else [])
             line.set_visible(shown)
+        self._waiting.set_visible(not order)
         for i, ax in enumerate(self._axes):
             visible = [line for line in ax.lines if line.get_visible()]
             keys = tuple(line.get_label() for line in visible)
             if visible:
                 ax.relim(visible_only=True)
                 ax.autoscale_view()
+            scaled = bool(visible) or i == 1  # mIoU is 0..1 anyway; an empty loss has no scale
+            ax.tick_params(bottom=bool(order), labelbottom=bool(order), left=scaled,
+                           labelleft=scaled)
+            if order:  # whole epochs, with half an epoch of room on either side
+                ax.set_xlim(order[0] - 0.5, order[-1] + 0.5)
             if keys != self._legend_keys[i]:  # a legend is rebuilt only when its lines change
                 if ax.get_legend() is not None:
                     ax.get_legend().remove()
@@ -132,6 +150,11 @@ class MetricsPlot(QLabel):
                     ax.legend(handles=visible, fontsize=6)
                 self._legend_keys[i] = keys
         self.iou_ax.set_ylim(0, 1)
+        if self._laid_out_for != (size, bool(order)):  # tick labels come and go with data
+            self.figure.set_dpi(DPI * ratio)
+            self.figure.set_size_inches(width / DPI, height / DPI)
+            self.figure.tight_layout(pad=0.4, w_pad=1.0)
+            self._laid_out_for = (size, bool(order))
         canvas = self.figure.canvas
         canvas.draw()
         w, h = canvas.get_width_height(physical=True)

@@ -16,7 +16,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -34,6 +33,7 @@ from ._common import (
     same_layer,
     show_status,
 )
+from ._dock import scroll_body
 from .gc_pauses import QuietCollector
 from .prompt_layers import PromptLayers
 
@@ -92,7 +92,7 @@ class SegmentWidget(QWidget):
         cache_row = QHBoxLayout()
         cache_row.addWidget(self.cache_label)
         cache_row.addWidget(self.clear_cache_button)
-        layout = QVBoxLayout(self)
+        layout = scroll_body(self, min_height=200)  # its form and Compute stay in view
         layout.addLayout(form)
         for widget in (self.embed_button, self.progress_bar, self.sign_button):
             layout.addWidget(widget)
@@ -145,13 +145,27 @@ class SegmentWidget(QWidget):
     # --- model and embeddings -----------------------------------------------------------
 
     def refresh_models(self) -> None:
-        """Offer fine-tuned models fetched from runs (``run:NAME``) after the defaults."""
+        """Offer fine-tuned models fetched from runs (``run:NAME``) after the defaults (called
+        when the dock opens and by the Train dock when it fetches a model)."""
         from ..core.run_index import list_registered_models
 
         known = {self.model_combo.itemText(i) for i in range(self.model_combo.count())}
         for model in list_registered_models():
             if f"run:{model.name}" not in known:
                 self.model_combo.addItem(f"run:{model.name}")
+
+    def model_spec(self) -> str:
+        """The model spec chosen in the dock (what the next embedding uses)."""
+        return self.model_combo.currentText()
+
+    def use_model(self, spec: str) -> None:
+        """Make ``spec`` (e.g. ``run:NAME`` of a fetched run) the dock's model: listed, chosen,
+        and the current plane re-embedded with it if it had an embedding."""
+        self.refresh_models()
+        if self.model_combo.findText(spec) < 0:
+            self.model_combo.addItem(spec)
+        self.model_combo.setCurrentText(spec)
+        self._on_model_change()
 
     def compute_embedding(self):
         """Compute (or fetch from the cache) the embedding of the current plane in a worker."""

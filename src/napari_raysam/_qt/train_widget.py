@@ -5,40 +5,31 @@ All cluster I/O runs in thread workers; the dock only reads the form and shows e
 
 from __future__ import annotations
 
-import re
-
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QWidget
 
 from ..core import runs
 from ..core.cluster import ClusterProfile, ProfileStore, connect
 from ..core.errors import RaysamError
 from ..core.local_head import LocalHead
 from ..core.run_index import RunIndex
-from ..core.run_text import epoch_text, fetch_action, model_label, model_summary, use_label
-from ..core.training.config import MODES
-from ._common import CLUSTER_MODULES, StreamThread, preload, run_in_worker, show_status, spin
+from ..core.run_text import (
+    ANSI,
+    epoch_text,
+    fetch_action,
+    model_label,
+    model_summary,
+    run_item_text,
+    run_status_text,
+    use_label,
+)
+from ._common import CLUSTER_MODULES, StreamThread, preload, run_in_worker, show_status
+from ._dock import find_dock
 from .gc_pauses import QuietCollector
-from .metrics_plot import MetricsPlot
-
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+from .train_form import NOT_CONNECTED, TrainForm, run_tip
 
 
-class TrainWidget(QWidget):
+class TrainWidget(TrainForm, QWidget):
     """The Train dock."""
 
     def __init__(self, napari_viewer, profiles: ProfileStore | None = None,
@@ -57,86 +48,7 @@ class TrainWidget(QWidget):
         self.follower = None
         self.workers: list = []
 
-        self.profile_combo = QComboBox()
-        self.address_edit = QLineEdit()
-        self.token_env_edit = QLineEdit()
-        self.token_env_edit.setPlaceholderText("name of the env var holding the token")
-        self.storage_edit = QLineEdit()
-        self.storage_edit.setPlaceholderText("shared folder, s3:// or gs:// (local: default)")
-        self.save_profile_button = QPushButton("Save profile")
-        self.connect_button = QPushButton("Connect")
-        self.stop_local_button = QPushButton("Stop local cluster")
-        self.summary = QLabel("Not connected.")
-        self.summary.setWordWrap(True)
-
-        self.dataset_edit = QLineEdit()
-        self.last_export_button = QPushButton("Use last export")
-        self.model_edit = QLineEdit()
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(MODES)
-        self.epochs = spin(QSpinBox, 1, 10_000, 5)
-        self.workers_spin = spin(QSpinBox, 1, 1024, 1)
-        self.gpus = spin(QDoubleSpinBox, 0, 16, 0, step=0.5, decimals=2)
-        self.lr = spin(QDoubleSpinBox, 1e-6, 1.0, 1e-4, step=1e-4, decimals=6)
-        self.objects = spin(QSpinBox, 1, 256, 8)
-        self.start_button = QPushButton("Start")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.runs_combo = QComboBox()
-        self.reattach_button = QPushButton("Re-attach")
-        self.fetch_button = QPushButton("Fetch")  # a FAILED/STOPPED run: its last checkpoint
-        self.fetch_button.setEnabled(False)
-
-        self.plot = MetricsPlot()
-        self.progress_bar = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.log_view = QPlainTextEdit()
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(2000)
-        self.log_box = QGroupBox("Log")
-        self.log_box.setCheckable(True)
-        self.log_box.setChecked(False)
-        QVBoxLayout(self.log_box).addWidget(self.log_view)
-        self.log_box.toggled.connect(self.log_view.setVisible)
-        self.log_view.setVisible(False)
-        self.result = QLabel("")
-        self.result.setWordWrap(True)
-        self.use_button = QPushButton("Use in Segment")
-        self.use_button.setEnabled(False)
-        self.auto_use = QCheckBox("Use in Segment when done")
-
-        cluster = QFormLayout()
-        cluster.addRow("Profile", self.profile_combo)
-        cluster.addRow("Address", self.address_edit)
-        cluster.addRow("Token env", self.token_env_edit)
-        cluster.addRow("Storage", self.storage_edit)
-        row = QHBoxLayout()
-        for button in (self.save_profile_button, self.connect_button, self.stop_local_button):
-            row.addWidget(button)
-        form = QFormLayout()
-        data_row = QHBoxLayout()
-        data_row.addWidget(self.dataset_edit)
-        data_row.addWidget(self.last_export_button)
-        form.addRow("Training set", data_row)
-        for label, widget in (("Base model", self.model_edit), ("Mode", self.mode_combo),
-                              ("Epochs", self.epochs), ("Workers", self.workers_spin),
-                              ("GPUs/worker", self.gpus), ("Learning rate", self.lr),
-                              ("Objects/image", self.objects)):
-            form.addRow(label, widget)
-        run_row = QHBoxLayout()
-        for widget in (self.start_button, self.cancel_button, self.runs_combo,
-                       self.reattach_button, self.fetch_button):
-            run_row.addWidget(widget)
-        layout = QVBoxLayout(self)
-        layout.addLayout(cluster)
-        layout.addLayout(row)
-        layout.addWidget(self.summary)
-        layout.addLayout(form)
-        layout.addLayout(run_row)
-        for widget in (self.progress_bar, self.status, self.plot, self.result, self.use_button,
-                       self.auto_use, self.log_box):
-            layout.addWidget(widget)
+        self._build_form()
 
         self.profile_combo.currentTextChanged.connect(self._show_profile)
         self.save_profile_button.clicked.connect(lambda: self.save_profile())
@@ -198,8 +110,13 @@ class TrainWidget(QWidget):
         def done(summary) -> None:
             self.summary.setText(summary.text())
             self._checked = (profile.address, profile.storage)  # Start needs no second probe
+            show_status(self.status, f"Connected to {_where(profile.address)}.")
 
-        return self._run(work, (), done, "Connecting...")
+        def failed(exc) -> None:
+            self.summary.setText(NOT_CONNECTED)
+            self._on_error(exc)
+
+        return self._run(work, (), done, "Connecting...", failed)
 
     def stop_local(self):
         return self._run(self.head.stop, (), lambda stopped: show_status(
@@ -234,13 +151,25 @@ class TrainWidget(QWidget):
         if not dataset:
             show_status(self.status, "Choose a training set folder first.", error=True)
             return None
-        self.plot.clear()
-        self.result.setText("")
-        self.use_button.setEnabled(False)
+        self._clear_run_view()
         preflight = self._checked != (profile.address, profile.storage)
         return self._run(runs.submit, (profile, dataset, self.options(), self.index, self.head,
                                        preflight),
-                         self.follow, "Uploading the training set and submitting...")
+                         self._submitted, "Uploading the training set and submitting...")
+
+    def _submitted(self, record) -> None:
+        if self.summary.text() == NOT_CONNECTED:  # the submission went through: connected
+            self.summary.setText(f"Connected to {_where(record.address)} (Connect shows its "
+                                 "nodes, CPUs and GPUs).")
+        self.follow(record)
+
+    def _clear_run_view(self) -> None:
+        """A new run (or one re-attached) starts with an empty plot, log and result."""
+        self.plot.clear()
+        self.log_view.clear()
+        self.progress_bar.reset()
+        self.result.setText("")
+        self.use_button.setEnabled(False)
 
     def follow(self, record) -> None:
         """Stream a run's events into the dock (replaying what already happened)."""
@@ -266,7 +195,9 @@ class TrainWidget(QWidget):
             self.log_view.appendPlainText(ANSI.sub("", event.get("line", "")))
         elif kind == "status":
             state = event.get("status")
-            show_status(self.status, f"{self.record.name}: {state} {event.get('message') or ''}",
+            show_status(self.status, run_status_text(self.record.name, state,
+                                                     event.get("message") or "",
+                                                     event.get("log_tail")),
                         error=state == "FAILED")
             if event.get("log_tail"):
                 self.log_view.appendPlainText(event["log_tail"])
@@ -276,7 +207,8 @@ class TrainWidget(QWidget):
                 self.refresh_runs()
             if state == "SUCCEEDED":
                 self.fetch(self.record)
-        elif kind == "error":
+        elif kind == "error":  # the cluster is out of reach: say so in the summary too
+            self.summary.setText(NOT_CONNECTED)
             show_status(self.status, event.get("message", "") + " Press Connect to restart "
                         "the local cluster.", error=True)
             self.cancel_button.setEnabled(False)
@@ -299,6 +231,9 @@ class TrainWidget(QWidget):
         self.use_button.setText(use_label(model))
         self.use_button.setEnabled(True)
         self.refresh_runs()
+        segment = find_dock(self.viewer, "refresh_models")
+        if segment is not None:  # the fetched model appears in its model list at once
+            segment.refresh_models()
         show_status(self.status, f"Fetched and registered as {model_label(model)}.")
         if self.auto_use.isChecked():
             self.use_in_segment()
@@ -316,16 +251,20 @@ class TrainWidget(QWidget):
         self.runs_combo.blockSignals(True)
         self.runs_combo.clear()
         for record in reversed(self.index.list()):
-            self.runs_combo.addItem(f"{record.name} [{record.state}]", record.name)
+            self.runs_combo.addItem(run_item_text(record.name, record.state), record.name)
+            self.runs_combo.setItemData(self.runs_combo.count() - 1, run_tip(record),
+                                        Qt.ItemDataRole.ToolTipRole)
         if self.record is not None and self.runs_combo.findData(self.record.name) >= 0:
             self.runs_combo.setCurrentIndex(self.runs_combo.findData(self.record.name))
         self.runs_combo.blockSignals(False)
+        self.runs_combo.setMinimumWidth(self.runs_combo.sizeHint().width())  # never elided
         self._show_fetch()
 
     def _show_fetch(self) -> None:
         """The Fetch button of the selected run: "Fetch last checkpoint" once it FAILED/STOPPED."""
         states = {r.name: r.state for r in self.index.list()}
         action = fetch_action(states.get(self.runs_combo.currentData()))
+        self.runs_combo.setToolTip(self.runs_combo.currentData(Qt.ItemDataRole.ToolTipRole) or "")
         self.fetch_button.setText(action[0] if action else "Fetch")
         self.fetch_button.setEnabled(action is not None)
 
@@ -335,27 +274,24 @@ class TrainWidget(QWidget):
         if not name:
             show_status(self.status, "No known runs to re-attach to.", error=True)
             return
-        self.plot.clear()
+        self._clear_run_view()
         self.follow(self.index.get(name))
 
     def use_in_segment(self) -> bool:
         """Make the fine-tuned checkpoint the Segment dock's model."""
         if self.model is None:
             return False
-        for widget in self.viewer.window.dock_widgets.values():
-            if hasattr(widget, "model_combo"):
-                widget.model_combo.setCurrentText(f"run:{self.model.name}")
-                widget._on_model_change()
-                show_status(self.status, f"The Segment dock now uses {model_label(self.model)}.")
-                return True
-        show_status(self.status, f"Open the Segment dock and pick run:{self.model.name}.")
-        return False
+        segment = find_dock(self.viewer, "use_model")
+        if segment is None:
+            show_status(self.status, f"Open the Segment dock and pick run:{self.model.name}.")
+            return False
+        segment.use_model(f"run:{self.model.name}")
+        show_status(self.status, f"The Segment dock now uses {model_label(self.model)}.")
+        return True
 
     def _segment_model(self) -> str | None:
-        for widget in self.viewer.window.dock_widgets.values():
-            if hasattr(widget, "model_combo"):
-                return widget.model_combo.currentText()
-        return None
+        segment = find_dock(self.viewer, "use_model")
+        return None if segment is None else segment.model_spec()
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -366,9 +302,9 @@ class TrainWidget(QWidget):
             show_status(self.status, str(exc), error=True)
             return None
 
-    def _run(self, func, args, done, message):
+    def _run(self, func, args, done, message, error=None):
         show_status(self.status, message)
-        worker = run_in_worker(func, args, done, self._on_error)
+        worker = run_in_worker(func, args, done, error or self._on_error)
         self.workers.append(worker)
         worker.finished.connect(lambda: self.workers.remove(worker))
         return worker
@@ -388,3 +324,7 @@ class TrainWidget(QWidget):
                     pass
             if hasattr(worker, "quit"):
                 worker.quit()
+
+
+def _where(address: str) -> str:
+    return "the local cluster" if address == "local" else address

@@ -50,7 +50,14 @@ from .dataset_format import (
 from .dataset_inputs import PreparedSample, SampleInput, plane_axes, planes_to_inputs
 from .dataset_io import arrays_to_inputs, create_from_folders, inputs_from_folders, pair_files
 from .dataset_validate import ValidationReport, validate_dataset
-from .dataset_write import WritePlan, execute_plan, plan_write, write_dataset
+from .dataset_write import (
+    WritePlan,
+    execute_plan,
+    plan_split_warning,
+    plan_write,
+    planned_splits,
+    write_dataset,
+)
 
 __all__ = [
     "FORMAT_NAME",
@@ -71,7 +78,9 @@ __all__ = [
     "is_training_set",
     "open_dataset",
     "pair_files",
+    "plan_split_warning",
     "plan_write",
+    "planned_splits",
     "plane_axes",
     "planes_to_inputs",
     "validate_dataset",

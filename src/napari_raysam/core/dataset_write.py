@@ -34,7 +34,8 @@ from .dataset_format import (
 )
 from .dataset_inputs import Mode, PreparedSample, SampleInput, planes_to_inputs, prepare_sample
 
-__all__ = ["WritePlan", "execute_plan", "plan_write", "planes_to_inputs", "write_dataset"]
+__all__ = ["WritePlan", "execute_plan", "plan_split_warning", "plan_write", "planned_splits",
+           "planes_to_inputs", "write_dataset"]
 
 @dataclass
 class WritePlan:
@@ -180,6 +181,28 @@ def _assign_splits(plan: WritePlan, seed: int, val_fraction: float) -> list[str]
     return splits
 
 
+def planned_splits(plan: WritePlan, seed: int = 0, val_fraction: float = 0.2) -> list[str]:
+    """The split ("train"/"val") each of ``plan``'s samples will get, exactly as
+    :func:`execute_plan` assigns it (on append the set's own seed and val_fraction count)."""
+    if plan.existing is not None:
+        seed, val_fraction = plan.existing.seed, plan.existing.val_fraction
+    return _assign_splits(plan, seed, val_fraction)
+
+
+def plan_split_warning(plan: WritePlan, seed: int = 0, val_fraction: float = 0.2) -> str | None:
+    """Why the set will have no val split once ``plan`` is written; None when it will have one.
+
+    Said before anything is written (the Export dock's Preview): a set without held-out
+    images (e.g. one image, or one plane of a stack) gives no before/after measure."""
+    old = [r.split for r in plan.existing.samples] if plan.existing is not None else []
+    splits = old + planned_splits(plan, seed, val_fraction)
+    if "val" in splits:
+        return None
+    return (f"No validation split: the set will hold {len(splits)} image(s)/plane(s) and "
+            "none is held out, so fine-tuning cannot be measured before/after on held-out "
+            "data. Export at least 2 annotated planes (or images) to get one.")
+
+
 def _tiff_bytes(array: np.ndarray) -> bytes:
     import tifffile
 
@@ -231,7 +254,7 @@ def execute_plan(
     dest, existing = plan.dest, plan.existing
     if existing is not None:
         seed, val_fraction = existing.seed, existing.val_fraction
-    splits = _assign_splits(plan, seed, val_fraction)
+    splits = planned_splits(plan, seed, val_fraction)
     start = 1 + max((int(r.id[1:]) for r in existing.samples if r.id[1:].isdigit()), default=-1) \
         if existing else 0
     sweep_debris(dest)

@@ -5,6 +5,8 @@ Kept out of the widget so the dock stays a thin layer of wiring (and these are t
 
 from __future__ import annotations
 
+import re
+
 #: A run's end state -> (the Fetch button's label, fetch its last checkpoint as a partial model).
 FETCH_ACTIONS = {
     "SUCCEEDED": ("Fetch", False),
@@ -87,3 +89,33 @@ def before_after_table(before: dict | None, after: dict | None,
     if kind == "worse":
         lines.append(sentence)
     return "\n".join(lines)
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ERROR_LINE = re.compile(r"^(error:|[\w.]*(Error|Exception)(\([\w.]*\))?:)", re.IGNORECASE)
+
+
+def failure_reason(log_tail: str | None, limit: int = 300) -> str:
+    """The reason a run failed: the last error line of its log tail (``error: ...`` as the job
+    prints a problem the user can fix, or a traceback's ``SomeError: ...``); '' when none."""
+    lines = [ANSI.sub("", line).strip() for line in (log_tail or "").splitlines()]
+    for line in reversed(lines):
+        if _ERROR_LINE.match(line):
+            line = line[len("error:"):].strip() if line.lower().startswith("error:") else line
+            return line if len(line) <= limit else line[: limit - 1] + "\u2026"
+    return ""
+
+
+def run_status_text(run: str, state: str, message: str = "", log_tail: str | None = None
+                    ) -> str:
+    """The Train dock's status line for a run's ``status`` event: for a FAILED run, the reason."""
+    text = f"{run}: {state}"
+    if state == "FAILED":
+        reason = failure_reason(log_tail)
+        return text + (f": {reason}" if reason else f" ({message or 'see the log'})")
+    return text + (f" ({message})" if message else "")
+
+
+def run_item_text(name: str, state: str) -> str:
+    """A run in the Train dock's run list: the state first, so a narrow list still shows it."""
+    return f"[{state}] {name}"

@@ -1,0 +1,126 @@
+"""The Train dock's widgets and their layout (the dock itself wires them: train_widget.py)."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+)
+
+from ..core.training.config import MODES
+from ._common import spin
+from ._dock import scroll_body
+from .metrics_plot import MetricsPlot
+
+NOT_CONNECTED = "Not connected."
+
+
+class TrainForm:
+    """Builds the Train dock's widgets as attributes of the dock, in a scrolling body."""
+
+    def _build_form(self) -> None:
+        self.profile_combo = QComboBox()
+        self.address_edit = QLineEdit()
+        self.token_env_edit = QLineEdit()
+        self.token_env_edit.setPlaceholderText("name of the env var holding the token")
+        self.storage_edit = QLineEdit()
+        self.storage_edit.setPlaceholderText("shared folder, s3:// or gs:// (local: default)")
+        self.save_profile_button = QPushButton("Save profile")
+        self.connect_button = QPushButton("Connect")
+        self.stop_local_button = QPushButton("Stop local cluster")
+        self.summary = QLabel(NOT_CONNECTED)
+        self.summary.setWordWrap(True)
+
+        self.dataset_edit = QLineEdit()
+        self.last_export_button = QPushButton("Use last export")
+        self.model_edit = QLineEdit()
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(MODES)
+        self.epochs = spin(QSpinBox, 1, 10_000, 5)
+        self.workers_spin = spin(QSpinBox, 1, 1024, 1)
+        self.gpus = spin(QDoubleSpinBox, 0, 16, 0, step=0.5, decimals=2)
+        self.lr = spin(QDoubleSpinBox, 1e-6, 1.0, 1e-4, step=1e-4, decimals=6)
+        self.objects = spin(QSpinBox, 1, 256, 8)
+        self.start_button = QPushButton("Start")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.runs_combo = QComboBox()  # "[STATE] run-name", the full name always readable
+        self.runs_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.runs_combo.view().setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.reattach_button = QPushButton("Re-attach")
+        self.fetch_button = QPushButton("Fetch")  # a FAILED/STOPPED run: its last checkpoint
+        self.fetch_button.setEnabled(False)
+
+        self.plot = MetricsPlot()
+        self.progress_bar = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        self.log_box = QGroupBox("Log")
+        self.log_box.setCheckable(True)
+        self.log_box.setChecked(False)
+        QVBoxLayout(self.log_box).addWidget(self.log_view)
+        self.log_box.toggled.connect(self.log_view.setVisible)
+        self.log_view.setVisible(False)
+        self.result = QLabel("")
+        self.result.setWordWrap(True)
+        self.use_button = QPushButton("Use in Segment")
+        self.use_button.setEnabled(False)
+        self.auto_use = QCheckBox("Use in Segment when done")
+
+        cluster = QFormLayout()
+        cluster.addRow("Profile", self.profile_combo)
+        cluster.addRow("Address", self.address_edit)
+        cluster.addRow("Token env", self.token_env_edit)
+        cluster.addRow("Storage", self.storage_edit)
+        row = QHBoxLayout()
+        for button in (self.save_profile_button, self.connect_button, self.stop_local_button):
+            row.addWidget(button)
+        form = QFormLayout()
+        data_row = QHBoxLayout()
+        data_row.addWidget(self.dataset_edit)
+        data_row.addWidget(self.last_export_button)
+        form.addRow("Training set", data_row)
+        for label, widget in (("Base model", self.model_edit), ("Mode", self.mode_combo),
+                              ("Epochs", self.epochs), ("Workers", self.workers_spin),
+                              ("GPUs/worker", self.gpus), ("Learning rate", self.lr),
+                              ("Objects/image", self.objects)):
+            form.addRow(label, widget)
+        run_row = QHBoxLayout()
+        for widget in (self.start_button, self.cancel_button, self.reattach_button,
+                       self.fetch_button):
+            run_row.addWidget(widget)
+        runs_row = QHBoxLayout()  # a row of its own: "[STATE] run-name" needs the width
+        runs_row.addWidget(QLabel("Runs"))
+        runs_row.addWidget(self.runs_combo, 1)
+        layout = scroll_body(self)
+        layout.addLayout(cluster)
+        layout.addLayout(row)
+        layout.addWidget(self.summary)
+        layout.addLayout(form)
+        layout.addLayout(run_row)
+        layout.addLayout(runs_row)
+        for widget in (self.progress_bar, self.status, self.plot, self.result, self.use_button,
+                       self.auto_use, self.log_box):
+            layout.addWidget(widget)
+
+
+
+def run_tip(record) -> str:
+    """A run's tooltip in the run list: its full name, state, when, and why it ended."""
+    lines = [record.name, f"state: {record.state}", f"submitted: {record.submitted}"]
+    return "\n".join(lines + ([record.message] if record.message else []))
