@@ -138,3 +138,14 @@ def test_fetched_model_appears_in_the_segment_dock_and_is_used(dock, qtbot, monk
     assert "run:run-new" in segment.model_label.text()
     assert "The Segment dock now uses run:run-new" in widget.status.text()
     assert "_on_model_change" not in inspect.getsource(train_widget)  # public use_model only
+
+
+def test_a_run_without_a_val_split_shows_a_banner(dock):
+    from napari_raysam.core.training.report import NO_VAL
+
+    _, widget = dock
+    widget.record = _record(widget, NAME, "RUNNING")
+    widget._on_event({"event": "start", "run": NAME, "validated": False, "warning": NO_VAL})
+    assert NO_VAL in widget.result.text()
+    widget._on_event({"event": "epoch", "epoch": 1, "epochs": 2, "train_loss": 0.4})
+    assert "no val split" in widget.status.text()

@@ -186,7 +186,9 @@ class TrainWidget(TrainForm, QWidget):
 
     def _on_event(self, event: dict) -> None:
         kind = event.get("event")
-        if kind == "epoch":
+        if kind == "start" and event.get("warning"):  # e.g. no val split: nothing measured
+            self.result.setText(f"\u26a0 {event['warning']}")
+        elif kind == "epoch":
             self.plot.add(event)
             self.progress_bar.setRange(0, int(event.get("epochs") or 1))
             self.progress_bar.setValue(int(event["epoch"]))
