@@ -296,9 +296,13 @@ class Storage:
             return False
         return (self.recorded_sha256(path) or self.sha256(path)) == sha
 
-    def upload_dataset(self, local_dir: str | Path) -> tuple[str, str, int, int]:
+    def upload_dataset(self, local_dir: str | Path, parallel: int = 8
+                       ) -> tuple[str, str, int, int]:
         """Upload a training set to ``datasets/<content hash>/``; files already there with the
-        right sha256 are skipped. Returns (content hash, URI, files uploaded, files skipped)."""
+        right sha256 are skipped; ``parallel`` files at a time (an object store's latency is
+        per request). Returns (content hash, URI, files uploaded, files skipped)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from .dataset import MANIFEST, open_dataset
 
         ts = open_dataset(local_dir)
@@ -307,14 +311,18 @@ class Storage:
         files = {}
         for r in ts.samples:
             files[r.image], files[r.labels] = r.image_sha256, r.labels_sha256
-        uploaded = skipped = 0
-        for rel, sha in sorted(files.items()):
+
+        def one(item: tuple[str, str]) -> bool:
+            rel, sha = item
             remote = self.path(*base, rel)
             if self._same(remote, local_dir / rel, sha):
-                skipped += 1
-                continue
+                return False
             self.put_file(local_dir / rel, remote, sha)
-            uploaded += 1
+            return True
+
+        with ThreadPoolExecutor(max(1, parallel)) as pool:
+            sent = list(pool.map(one, sorted(files.items())))
+        uploaded, skipped = sum(sent), len(sent) - sum(sent)
         manifest = (local_dir / MANIFEST).read_bytes()
         if self.read_bytes(self.path(*base, MANIFEST)) == manifest:
             skipped += 1
