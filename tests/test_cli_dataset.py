@@ -100,6 +100,25 @@ def test_info_in_a_subprocess(tmp_path):
     assert "samples:      2" in done.stdout and "content hash" in done.stdout
 
 
+
+@pytest.mark.parametrize("argv", [["dataset", "info", "SET", "--samples"], ["--help"]])
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path, argv):
+    """`napari-raysam dataset info SET | head -1`: the reader is gone before the output is
+    written (read end closed at once, so the write really meets a closed pipe): no traceback."""
+    imgs, labs = _folders(tmp_path, n=2)
+    out = tmp_path / "set"
+    cli.main(["dataset", "create", "--images", str(imgs), "--labels", str(labs), "--out", str(out)])
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    argv = [str(out) if a == "SET" else a for a in argv]
+    proc = subprocess.Popen([sys.executable, "-m", "napari_raysam.cli", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # like `| head -1` that has already exited
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 1)
+    assert "Traceback" not in err and "BrokenPipeError" not in err and err == "", err
+
+
 def _tzcyx(tmp_path: Path) -> tuple[Path, Path]:
     """One T, Z, C, Y, X TIFF (2, 3, 2, 32, 40) and its T, Z, Y, X labels; plane (1, 2) empty."""
     imgs, labs = tmp_path / "images", tmp_path / "labels"

@@ -52,6 +52,26 @@ def test_invalid_addresses(address, match):
         validate_address(address)
 
 
+@pytest.mark.parametrize("address,match", [
+    ("http://alice:hunter2pw@head:8265", "user name or password"),
+    ("https://alice:hunter2pw@head", "user name or password"),
+    ("http://alice:hunter2pw@head:99999", "user name or password"),
+    ("http://alice:hunter2pw@head:8265/api", "user name or password"),
+    ("http://alice:hunt/er2pw@head:8265", "user name or password"),  # '/' in the password
+    ("http://alice:hunter2pw#x@head:8265", "user name or password"),  # '#' in the password
+    ("alice:hunter2pw@head:8265", "no scheme; write http://head:8265 "),
+    ("ray://alice:hunter2pw@head:10001", "Ray Client"),
+    ("ftp://alice:hunter2pw@head", "scheme 'ftp'"),
+    ("http://alice:hunter2pw@:8265", "user name or password"),
+    (":hunter2pw@head:8265", "port but no host"),
+])
+def test_a_password_in_the_address_is_never_repeated(address, match):
+    with pytest.raises(ClusterError, match=match) as info:
+        validate_address(address)
+    text = str(info.value)
+    assert "hunt" not in text and "er2pw" not in text and "alice" not in text, text
+
+
 @pytest.mark.parametrize("token", ["abc def", "abc\n", "\tabc", ""])
 def test_bad_tokens_are_refused_without_echoing_them(token):
     with pytest.raises(ClusterError) as info:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from dataset_helpers import inputs, tree
 from napari_raysam.core import dataset_debris
@@ -12,7 +13,7 @@ from napari_raysam.core.dataset import validate_dataset, write_dataset
 def _dead_pid() -> int:
     import subprocess
 
-    proc = subprocess.Popen(["true"])
+    proc = subprocess.Popen([sys.executable, "-c", ""])
     proc.wait()  # reaped: the PID names no process now
     return proc.pid
 

@@ -85,4 +85,7 @@ def test_training_set_reader(tmp_path):
     (tmp_path / "plain" / "manifest.json").write_text('{"something": "else"}')
     assert get_training_set_reader(str(tmp_path / "plain")) is None
     assert get_training_set_reader(str(tmp_path)) is None
-    assert get_training_set_reader(str(dest / "manifest.json")) is None
+    assert get_training_set_reader(str(tmp_path / "plain" / "manifest.json")) is None
+    by_manifest = get_training_set_reader(str(dest / "manifest.json"))
+    assert [kw["name"] for _, kw, _ in by_manifest(str(dest / "manifest.json"))] == \
+        [kw["name"] for _, kw, _ in layers]

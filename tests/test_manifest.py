@@ -74,3 +74,57 @@ def test_wheel_carries_the_manifest(tmp_path):
         ).decode()
     assert text == (root / "napari.yaml").read_text()
     assert "napari_raysam:napari.yaml" in entry_points
+
+
+#: napari's GUI open path in a fresh interpreter: plugins discovered as napari's launch does,
+#: napari settings (preferred readers) from an empty file. Prints what each path opened as.
+OPEN_LIKE_THE_GUI = r"""
+import json, sys
+import numpy as np
+from napari.components import ViewerModel
+from napari.plugins import _initialize_plugins, _npe2
+
+_initialize_plugins()
+out = {}
+for path in sys.argv[1:]:
+    readers = sorted(_npe2.get_readers(path))
+    layers = ViewerModel()._open_or_raise_error([path])  # MultipleReaderError: a reader dialog
+    out[path] = {"readers": readers, "layers": [
+        [layer.name, list(np.shape(layer.data)), layer.metadata.get("raysam_training_set")]
+        for layer in layers]}
+print(json.dumps(out))
+"""
+
+
+def test_images_open_without_a_reader_choice_and_a_manifest_through_ours(tmp_path):
+    """napari's GUI open path (File > Open, drag and drop) raises MultipleReaderError, i.e.
+    shows a "choose a reader" dialog, when two readers claim a file. Ours claims only a
+    training set's manifest.json, so .tif and .png files open with napari's own reader."""
+    import json
+    import os
+
+    import imageio.v3 as iio
+    import numpy as np
+    import tifffile
+
+    from dataset_helpers import inputs
+    from napari_raysam.core.dataset import write_dataset
+
+    image = (np.arange(64 * 48) % 251).astype(np.uint8).reshape(64, 48)
+    tif, png = str(tmp_path / "cells.tif"), str(tmp_path / "cells.png")
+    tifffile.imwrite(tif, image)
+    iio.imwrite(png, image)
+    ts = write_dataset(tmp_path / "set", inputs(2))
+    manifest = str(ts.path / "manifest.json")
+    env = {**os.environ, "NAPARI_CONFIG": str(tmp_path / "napari" / "settings.yaml")}
+    result = subprocess.run([sys.executable, "-c", OPEN_LIKE_THE_GUI, tif, png, manifest],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    opened = json.loads(result.stdout.strip().splitlines()[-1])
+    for path in (tif, png):
+        assert "napari-raysam" not in opened[path]["readers"]
+        assert opened[path]["layers"] == [["cells", [64, 48], None]]
+    assert opened[manifest]["readers"] == ["napari-raysam"]
+    assert [name for name, _, _ in opened[manifest]["layers"]] == [
+        "s00000", "s00000 labels", "s00001", "s00001 labels"]
+    assert {where for _, _, where in opened[manifest]["layers"]} == {str(ts.path)}

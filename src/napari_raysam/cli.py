@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from napari_raysam.core.errors import RaysamError
@@ -36,6 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. A reader that closed our stdout early (``| head``) ends
+    the command quietly instead of with a BrokenPipeError traceback."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # buffered output meets the closed pipe here, not at exit
+    except BrokenPipeError:
+        # As Python's docs advise (library/signal.html, "Note on SIGPIPE"): point stdout at
+        # devnull so the flush at interpreter exit does not raise again; exit 1 like EPIPE.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a real file (embedded, captured)
+            pass
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -33,19 +33,31 @@ def sample_hpa() -> list[LayerData]:
     return _with_ground_truth(sample, "hpa cells", meta)
 
 
-def get_training_set_reader(path: str | list[str]):
-    """napari reader hook: a reader for a napari-raysam training-set folder, else None."""
+def _set_folder(path) -> str | None:
+    """The training-set folder named by ``path`` (the folder or its manifest.json), else None."""
     from pathlib import Path
+
+    from .core.dataset_format import MANIFEST
 
     if isinstance(path, list | tuple):
         if len(path) != 1:
             return None
         path = path[0]
-    if not isinstance(path, str | Path) or not Path(path).is_dir():
+    if not isinstance(path, str | Path):
         return None
+    path = Path(path)
+    if path.name == MANIFEST and path.is_file():
+        path = path.parent
+    return str(path) if path.is_dir() else None
+
+
+def get_training_set_reader(path: str | list[str]):
+    """napari reader hook: a training set's manifest.json (or its folder, for callers that pass
+    one) gets a reader; anything else None."""
     from .core.dataset_format import is_training_set
 
-    return _read_training_set if is_training_set(path) else None
+    folder = _set_folder(path)
+    return _read_training_set if folder is not None and is_training_set(folder) else None
 
 
 def _read_training_set(path: str | list[str]) -> list[LayerData]:
@@ -56,9 +68,12 @@ def _read_training_set(path: str | list[str]) -> list[LayerData]:
     """
     import numpy as np
 
-    from .core.dataset import open_dataset
+    from .core.dataset import MANIFEST, DatasetError, open_dataset
 
-    ts = open_dataset(path[0] if isinstance(path, list | tuple) else path)
+    folder = _set_folder(path)
+    if folder is None:
+        raise DatasetError(f"{path} is not a napari-raysam training set or its {MANIFEST}.")
+    ts = open_dataset(folder)
     layers: list[LayerData] = []
     for i, (image, labels, record) in enumerate(ts.iter_samples(normalise=False)):
         meta = {"raysam_sample": record.to_json(), "raysam_training_set": str(ts.path),

@@ -34,36 +34,53 @@ class ClusterError(RaysamError):
 
 
 def validate_address(address: str) -> str:
-    """``local`` or a normalised ``http(s)://host[:port]``; ClusterError naming the fix."""
+    """``local`` or a normalised ``http(s)://host[:port]``; ClusterError naming the fix. The
+    messages show the address with any ``user:password@`` replaced by ``***@``."""
     address = (address or "").strip()
     if address == LOCAL:
         return address
+    shown = _without_user_info(address)
     hint = "Use 'local' or the Jobs API address of the head, e.g. http://head-host:8265."
     if not address:
         raise ClusterError(f"The cluster address is empty. {hint}")
     if address.startswith("ray://"):
-        raise ClusterError(f"{address} is a Ray Client address; napari-raysam talks to the Jobs "
+        raise ClusterError(f"{shown} is a Ray Client address; napari-raysam talks to the Jobs "
                            f"API instead. {hint}")
     if "://" not in address:
         if address.startswith(":"):
-            raise ClusterError(f"The address {address!r} has a port but no host. {hint}")
-        raise ClusterError(f"The address {address!r} has no scheme; write http://{address} "
+            raise ClusterError(f"The address {shown!r} has a port but no host. {hint}")
+        raise ClusterError(f"The address {shown!r} has no scheme; write "
+                           f"http://{shown.rpartition('@')[2]} "
                            "(or https:// behind TLS).")
     url = urlparse(address)
     if url.scheme not in ("http", "https"):
         raise ClusterError(f"The address scheme {url.scheme!r} is not supported. {hint}")
+    if "@" in address:  # first: a ':', '/' or '#' in a password confuses the checks below
+        raise ClusterError(f"The address {shown!r} has extra parts: a user name or password "
+                           "(user:password@), which napari-raysam never sends. Remove it and give "
+                           "the cluster's auth token through the profile's token variable.")
     try:
         port = url.port
     except ValueError:
-        raise ClusterError(f"The port in {address!r} is not a number from 1 to 65535. {hint}") \
+        raise ClusterError(f"The port in {shown!r} is not a number from 1 to 65535. {hint}") \
             from None
     if not url.hostname:
-        raise ClusterError(f"The address {address!r} has no host. {hint}")
-    if url.path not in ("", "/") or url.query or url.fragment or url.username:
-        raise ClusterError(f"The address {address!r} has extra parts (path, query or user); "
+        raise ClusterError(f"The address {shown!r} has no host. {hint}")
+    if url.path not in ("", "/") or url.query or url.fragment:
+        raise ClusterError(f"The address {shown!r} has extra parts (path or query); "
                            f"give only scheme, host and port. {hint}")
     host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
     return f"{url.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _without_user_info(address: str) -> str:
+    """``address`` with everything before its last ``@`` but the scheme replaced by ``***``:
+    a ``user:password@`` is never repeated (an ``@`` elsewhere hides more, never less)."""
+    before, at, after = address.rpartition("@")
+    if not at:
+        return address
+    scheme, sep, _ = before.partition("://")
+    return f"{scheme}://***@{after}" if sep else f"***@{after}"
 
 
 def validate_token(token: str, source: str = "the token") -> str:

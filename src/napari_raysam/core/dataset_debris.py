@@ -48,13 +48,16 @@ def writer_tag(token: str) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """The process exists (a zombie counts as dead). Never ``os.kill(pid, 0)``: on Windows
+    that terminates the process."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except OSError:
+    except psutil.Error:
         return True  # exists, owned by someone else
-    return True
 
 
 @dataclass

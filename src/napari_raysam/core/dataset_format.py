@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
@@ -86,7 +87,50 @@ class SampleRecord:
                 f"Sample {data.get('id', '?')!r} in {MANIFEST} lacks {missing}: the manifest is "
                 "damaged or was edited by hand; restore it or export the training set again."
             )
-        return cls(**{n: data[n] for n in names})
+        record = cls(**{n: data[n] for n in names})
+        for rel in (record.image, record.labels):
+            _check_relative(rel, record.id)
+        return record
+
+
+def _outside(sample_id, rel) -> DatasetError:
+    return DatasetError(
+        f"Sample {str(sample_id)[:80]!r} in {MANIFEST} refers to {str(rel)[:200]!r}, which is "
+        "outside the training set's folder; a training set only uses files inside its folder, "
+        "so nothing was opened. The manifest is damaged or not from napari-raysam: export the "
+        "training set again."
+    )
+
+
+def _check_relative(rel, sample_id) -> None:
+    """``rel`` must be a plain relative path inside the set: not absolute (POSIX or Windows,
+    drive letters included), no ``..``, no backslashes (the writer uses ``/``). No I/O."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\0" in rel:
+        raise _outside(sample_id, rel)
+    posix, windows = PurePosixPath(rel), PureWindowsPath(rel)
+    if posix.is_absolute() or windows.drive or windows.root or ".." in posix.parts:
+        raise _outside(sample_id, rel)
+
+
+def _check_links(root: Path, records: list[SampleRecord]) -> None:
+    """A relative path can still leave the set through a symbolic link inside it; resolve only
+    the paths that pass through a link (one ``lstat`` per file and folder, no file opened)."""
+    real_root: str | None = None
+    linked: dict[Path, bool] = {}
+    for record in records:
+        for rel in (record.image, record.labels):
+            parts = PurePosixPath(rel).parts
+            prefixes = [root.joinpath(*parts[:i]) for i in range(1, len(parts) + 1)]
+            if not any(linked.setdefault(p, p.is_symlink()) for p in prefixes):
+                continue
+            real_root = real_root or os.path.realpath(root)
+            target = os.path.realpath(root / rel)
+            try:
+                inside = os.path.commonpath([real_root, target]) == real_root
+            except ValueError:  # Windows: another drive
+                inside = False
+            if not inside:
+                raise _outside(record.id, rel)
 
 
 def content_hash(records: list[SampleRecord]) -> str:
@@ -99,6 +143,15 @@ def _hash_mismatch(path: Path, expected: str, actual: str) -> DatasetError:
         f"{path} does not match its sha256 in {MANIFEST} (expected {expected[:12]}..., found "
         f"{actual[:12]}...): the file or the manifest changed after export. Run `napari-raysam "
         "dataset validate` and export the training set again."
+    )
+
+
+def unreadable_tiff(path: Path, exc: BaseException) -> DatasetError:
+    """A TIFF that cannot be decoded; names the error type only, as decoders' messages quote
+    the file's first bytes."""
+    return DatasetError(
+        f"{path} cannot be read as TIFF ({type(exc).__name__}): the file is damaged or not an "
+        "image written by napari-raysam; restore it or export the training set again."
     )
 
 
@@ -160,7 +213,10 @@ class TrainingSet:
             actual = sha256_bytes(data)
             if actual != expected:
                 raise _hash_mismatch(path, expected, actual)
-        return tifffile.imread(io.BytesIO(data))
+        try:
+            return tifffile.imread(io.BytesIO(data))
+        except Exception as exc:  # noqa: BLE001 - the decoder's message may quote the bytes
+            raise unreadable_tiff(path, exc) from None
 
     def load(
         self, record: SampleRecord, verify: bool = False, normalise: bool = False
@@ -241,7 +297,11 @@ def read_manifest(path: Path) -> dict:
         )
     try:
         data = json.loads(manifest.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise DatasetError(
+            f"{manifest} is not UTF-8 text; restore it or export the training set again."
+        ) from None
+    except ValueError as exc:  # JSONDecodeError says where, never what
         raise DatasetError(
             f"{manifest} is not valid JSON ({exc}); restore it or export the training set again."
         ) from exc
@@ -273,6 +333,7 @@ def open_dataset(path: str | Path) -> TrainingSet:
     if not isinstance(data["samples"], list):
         raise DatasetError(f"{path / MANIFEST}: 'samples' must be a list; export it again.")
     records = [SampleRecord.from_json(s) for s in data["samples"]]
+    _check_links(path, records)
     return TrainingSet(
         path=path,
         schema_version=data["schema_version"],

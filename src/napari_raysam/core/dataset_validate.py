@@ -17,6 +17,7 @@ from .dataset_format import (
     TrainingSet,
     open_dataset,
     sha256_bytes,
+    unreadable_tiff,
 )
 from .errors import RaysamError
 
@@ -57,7 +58,7 @@ def _read_tiff(path: Path, expected_sha: str, problems: list[str]) -> np.ndarray
     try:
         return tifffile.imread(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a reportable problem
-        problems.append(f"{path}: cannot be read as TIFF ({exc}).")
+        problems.append(str(unreadable_tiff(path, exc)))  # not the decoder's text (bytes)
         return None
 
 

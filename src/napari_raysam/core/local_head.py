@@ -1,8 +1,9 @@
 """The embedded local Ray head: ``ray start --head --block`` on 127.0.0.1 as our own child.
 
-It runs in its own session (process group) so closing napari does not end it, and its PID,
-ports and temp dir are recorded in a state file under the config dir. ``stop()`` ends that
-process group and the processes it started, nothing else (no machine-wide Ray shutdown). The
+It runs in its own session (POSIX) or process group (Windows) so closing napari does not end
+it, and its PID, ports and temp dir are recorded in a state file under the config dir. ``stop()``
+ends that process and its descendants (psutil, so also on Windows), nothing else (no
+machine-wide Ray shutdown). The
 auth token, if any, reaches the child through its environment only; the state file never
 holds it.
 """
@@ -14,10 +15,10 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,19 @@ STATE_FILE = "local_head.json"
 PORT_NAMES = ("port", "dashboard_port", "ray_client_server_port", "dashboard_agent_listen_port",
               "dashboard_agent_grpc_port", "metrics_export_port", "runtime_env_agent_port",
               "node_manager_port", "object_manager_port")
+
+
+def default_temp_root() -> str:
+    """Where the head's temp dir goes: ``/tmp`` on POSIX when it exists, else the OS temp dir.
+
+    Ray puts Unix sockets (raylet, plasma store) under its temp dir, and a socket path longer
+    than ~107 characters cannot be bound. macOS's ``tempfile.gettempdir()`` is a long
+    ``/var/folders/.../T`` path, so prefer the short ``/tmp`` where there is one; Windows has no
+    ``/tmp`` and uses its own temp dir.
+    """
+    if os.name == "posix" and os.path.isdir("/tmp"):
+        return "/tmp"
+    return tempfile.gettempdir()
 
 
 def _port_free(port: int) -> bool:
@@ -123,7 +137,7 @@ class LocalHead:
 
     state_file: Path | None = None
     num_cpus: int | None = None
-    temp_root: str = "/tmp"
+    temp_root: str = field(default_factory=default_temp_root)
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -154,9 +168,9 @@ class LocalHead:
                               "napari-raysam's dependencies (`pip install 'ray[default]'`).")
         ports, wbase = free_ports(len(PORT_NAMES), span=64)
         named = dict(zip(PORT_NAMES, ports, strict=True))
-        temp_dir = f"{self.temp_root}/rs-{secrets.token_hex(3)}"
+        temp_dir = str(Path(self.temp_root) / f"rs-{secrets.token_hex(3)}")
         Path(temp_dir).mkdir(mode=0o700)
-        log_file = f"{temp_dir}/head.log"
+        log_file = str(Path(temp_dir) / "head.log")
         cpus = self.num_cpus or os.cpu_count() or 1
         ray_bin = Path(sys.executable).with_name("ray")
         cmd = [str(ray_bin) if ray_bin.exists() else "ray", "start", "--head", "--block",
@@ -174,10 +188,13 @@ class LocalHead:
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         if token:
             env["RAY_AUTH_TOKEN"] = token
+        # Detached from napari's terminal: start_new_session is ignored on Windows, where a new
+        # process group keeps a Ctrl+C in napari's console from reaching the head.
+        detach = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
+                  else {"start_new_session": True})
         with open(log_file, "ab") as log:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, env=env,
-                                          start_new_session=True)
+                                          stdin=subprocess.DEVNULL, env=env, **detach)
         state = HeadState(pid=self._proc.pid, ports=named, temp_dir=temp_dir, log_file=log_file,
                           started=time.time(), auth="token" if token else "disabled",
                           num_cpus=cpus, worker_ports=[wbase, wbase + 63])
@@ -199,7 +216,11 @@ class LocalHead:
                           f"may be overloaded. Log: {_tail(log_file)}\nTry again.")
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """End the recorded head's process group and its descendants; False if none ran."""
+        """End the recorded head's process and its descendants; False if none ran.
+
+        SIGTERM (``terminate``) first; what is left after ``timeout`` s is killed. Only the
+        head's own process tree is touched (psutil, so this works on Windows too).
+        """
         import psutil
 
         state = self._read()
@@ -212,10 +233,11 @@ class LocalHead:
                 procs += procs[0].children(recursive=True)
             except psutil.NoSuchProcess:
                 procs = []
-            _signal_all(state.pid, procs, signal.SIGTERM)
+            _end_all(procs, kill=False)
             alive = _wait_gone(procs, timeout)
             if alive:  # the raylet may drain for a long time after SIGTERM
-                _signal_all(state.pid, alive, signal.SIGKILL)
+                alive += _children(alive)  # workers started while it was shutting down
+                _end_all(alive, kill=True)
                 _wait_gone(alive, 5.0)
         if self._proc is not None:
             try:
@@ -227,15 +249,28 @@ class LocalHead:
         return ran
 
 
-def _signal_all(pid: int, procs: list, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)  # the group we created with start_new_session
-    except (ProcessLookupError, PermissionError):
-        pass
-    for p in procs:  # descendants that left the group (workers, job drivers)
+def _children(procs: list) -> list:
+    """Descendants of ``procs`` not already in it."""
+    import psutil
+
+    known, out = {p.pid for p in procs}, []
+    for p in procs:
         try:
-            p.send_signal(sig)
-        except Exception:  # noqa: BLE001 - already gone
+            out += [c for c in p.children(recursive=True) if c.pid not in known]
+        except psutil.Error:
+            continue
+        known |= {c.pid for c in out}
+    return out
+
+
+def _end_all(procs: list, kill: bool) -> None:
+    """SIGTERM (``kill``: SIGKILL) each process; TerminateProcess on Windows."""
+    import psutil
+
+    for p in procs:
+        try:
+            p.kill() if kill else p.terminate()
+        except psutil.Error:  # already gone, or not ours to signal
             pass
 
 

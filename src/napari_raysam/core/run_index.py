@@ -7,7 +7,6 @@ the environment variable holding it.
 
 from __future__ import annotations
 
-import fcntl
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,12 +24,10 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    from filelock import FileLock  # OS locks on POSIX and Windows alike
+
+    with FileLock(path.with_name(f".{path.name}.lock")):
+        yield
 
 
 @dataclass
