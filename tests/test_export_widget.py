@@ -202,3 +202,14 @@ def test_segment_dock_objects_preferred_over_ground_truth(make_napari_viewer):
     viewer.add_labels(np.zeros_like(sample.labels), name="cells objects")
     widget = ExportWidget(viewer)
     assert list(widget.selected_pairs()) == [("cells", "cells objects")]
+
+
+def test_builtin_sample_exports_every_plane(dock, tmp_path):
+    """File > Open Sample > napari-raysam > cells: one stack, its ground truth paired, 4 planes."""
+    viewer, widget = dock
+    viewer.open_sample("napari-raysam", "cells")
+    assert [la.name for la in viewer.layers] == ["cells", "cells ground truth"]
+    widget.refresh_pairs()
+    assert widget.selected_pairs() == [("cells", "cells ground truth")]
+    inputs, notes = widget._inputs()
+    assert [inp.plane for inp in inputs] == [0, 1, 2, 3] and not notes
