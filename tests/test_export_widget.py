@@ -245,3 +245,14 @@ def test_preview_text_does_not_outlive_the_export(dock, qtbot, tmp_path):
     assert (tmp_path / "set").is_dir() and "Exported to" in widget.status.text()
     assert "Will create" not in widget.plan_label.text()
     assert widget.plan_label.text() == "Preview shows what will be written."
+
+
+def test_builtin_sample_exports_every_plane(dock, tmp_path):
+    """File > Open Sample > napari-raysam > cells: one stack, its ground truth paired, 4 planes."""
+    viewer, widget = dock
+    viewer.open_sample("napari-raysam", "cells")
+    assert [la.name for la in viewer.layers] == ["cells", "cells ground truth"]
+    widget.refresh_pairs()
+    assert widget.selected_pairs() == [("cells", "cells ground truth")]
+    inputs, notes = widget._inputs()
+    assert [inp.plane for inp in inputs] == [0, 1, 2, 3] and not notes

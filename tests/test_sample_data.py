@@ -122,7 +122,7 @@ def test_napari_sample_entries():
 
     (img, img_kw, img_type), (lab, lab_kw, lab_type) = sample_cells()
     assert (img_type, lab_type) == ("image", "labels")
-    assert img.shape == (512, 512) and lab.shape == (512, 512)
+    assert img.shape == (4, 256, 256) and lab.shape == (4, 256, 256)  # a stack of planes
     assert img_kw["name"] == "cells" and lab_kw["name"] == "cells ground truth"
 
     (img, img_kw, img_type), (lab, lab_kw, lab_type) = sample_hpa()
@@ -131,3 +131,32 @@ def test_napari_sample_entries():
     assert img_kw["name"] == "hpa cells" and lab_kw["name"] == "hpa cells ground truth"
     assert img_kw["metadata"]["raysam_channel_axis"] == 0
     assert img_kw["metadata"]["channel_names"] == ["microtubules", "protein", "nucleus", "er"]
+
+
+def test_builtin_sample_is_a_stack_of_planes_with_ground_truth():
+    from napari_raysam.napari_entry import sample_cells
+
+    (image, image_kw, image_kind), (labels, labels_kw, labels_kind) = sample_cells()
+    assert (image_kind, labels_kind) == ("image", "labels")
+    assert image_kw["name"] == "cells" and labels_kw["name"] == "cells ground truth"
+    assert image.shape == labels.shape == (4, 256, 256)  # the Export dock pairs same shapes
+    assert image.dtype == np.uint16 and labels.dtype == np.uint16
+    for k in range(4):  # independent planes, each with touching cells
+        assert 12 <= labels[k].max() == len(np.unique(labels[k])) - 1
+        assert len(_adjacent_pairs(labels[k])) >= 3
+        assert k == 0 or not np.array_equal(image[k], image[0])
+    again = sample_cells()
+    np.testing.assert_array_equal(again[0][0], image)
+
+
+def test_builtin_sample_unseen_by_the_shipped_model():
+    """tiny_cells trains on make_samples(..., seed=s) for its settings' seed and seed + 1."""
+    from napari_raysam.core.models import load_model
+    from napari_raysam.core.sample_data import SAMPLE_SEED
+
+    settings = load_model("tiny_cells", device="cpu").lineage["settings"]
+    sample_seeds = set(np.random.SeedSequence(SAMPLE_SEED).generate_state(4).tolist())
+    for seed in (settings["seed"], settings["seed"] + 1):
+        n = max(settings["images"], settings.get("dense", 0))
+        assert not sample_seeds & set(np.random.SeedSequence(seed).generate_state(n).tolist())
+

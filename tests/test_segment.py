@@ -60,6 +60,16 @@ def test_automatic_segmentation_returns_labels(tiny_model, scene):
     assert labels.shape == (192, 224) and labels.dtype == np.uint32 and steps[-1] == 2
 
 
+def test_mask_generator_thresholds_tuned_for_a_model_come_from_its_lineage():
+    from types import SimpleNamespace
+
+    assert segment.amg_settings(SimpleNamespace(lineage=None)) == segment.AMG_DEFAULTS
+    tuned = SimpleNamespace(lineage={"automatic": {"pred_iou_thresh": 0.7,
+                                                   "box_nms_thresh": 0.4, "val_f1": 0.9}})
+    assert segment.amg_settings(tuned) == {"pred_iou_thresh": 0.7, "box_nms_thresh": 0.4,
+                                           "stability_score_thresh": 0.6}
+
+
 def test_prompts_reach_sam_in_xy_order(tiny_model, scene, monkeypatch):
     """napari gives (row, col); SAM wants (x, y): a swap would segment the wrong place."""
     from napari_raysam.core.fast_decoder import fast_decoder_for

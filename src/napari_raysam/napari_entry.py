@@ -18,10 +18,11 @@ def _with_ground_truth(sample, name: str, image_meta: dict | None = None) -> lis
 
 
 def sample_cells() -> list[LayerData]:
-    """napari sample: a 512x512 single-channel image of round cells with its ground truth."""
-    from .core.sample_data import make_sample
+    """napari sample: a stack of 4 single-channel 256x256 planes of round cells (4, 256, 256)
+    with its ground truth (same shape, so the Export dock pairs them plane by plane)."""
+    from .core.sample_data import builtin_sample
 
-    return _with_ground_truth(make_sample((512, 512), style="round", seed=0), "cells")
+    return _with_ground_truth(builtin_sample(), "cells")
 
 
 def sample_hpa() -> list[LayerData]:

@@ -304,7 +304,7 @@ def shipped_weights(name: str = TINY_CELLS) -> Path:
     if not path.is_file():
         raise ModelError(
             f"The built-in model {name!r} is missing ({path}). Create it with "
-            "`python scripts/make_tiny_checkpoint.py` (about 12 minutes on a CPU), or use 'tiny'."
+            "`python scripts/make_tiny_checkpoint.py` (about 30 minutes on a CPU), or use 'tiny'."
         )
     return path
 

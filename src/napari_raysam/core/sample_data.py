@@ -15,6 +15,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 MIN_CELL_PX = 25
+#: Seed of the built-in sample (:func:`builtin_sample`); ``tiny_cells`` never trains on it.
+SAMPLE_SEED = 20_251_201
 _HPA = ["microtubules", "protein", "nucleus", "er"]
 CHANNEL_NAMES = {1: ["cells"], 2: ["nuclei", "cytoplasm"], 3: _HPA[:3], 4: _HPA}
 
@@ -247,3 +249,15 @@ def make_samples(n: int, shape: tuple[int, int] = (256, 256), style: str | CellS
     """n samples with independent seeds derived from ``seed``."""
     seeds = np.random.SeedSequence(seed).generate_state(n)
     return [make_sample(shape, style=style, channels=channels, seed=int(s), **kw) for s in seeds]
+
+
+def builtin_sample(planes: int = 4, shape: tuple[int, int] = (256, 256)) -> Sample:
+    """The napari sample (File > Open Sample): a stack of ``planes`` round-cell images
+    (planes, H, W) with their instance labels (planes, H, W), ids 1..N per plane.
+
+    256 px planes are ``tiny_cells``' input size, so it sees them unscaled; the planes are
+    independent images, so a few can be exported for training and the others held out.
+    """
+    samples = make_samples(planes, shape, style="round", seed=SAMPLE_SEED)
+    return Sample(np.stack([s.image for s in samples]), np.stack([s.labels for s in samples]),
+                  None, list(CHANNEL_NAMES[1]))

@@ -157,6 +157,41 @@ def segment_boxes(model, embeddings: dict, boxes) -> list[np.ndarray]:
     return [segment(model, embeddings, box=box) for box in boxes]
 
 
+#: micro-sam mask-generator (AMG) thresholds for models without their own: permissive, as small
+#: or lightly trained models predict modest IoU and stability scores.
+AMG_DEFAULTS = {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.6}
+_AMG_KEYS = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh")
+
+
+def amg_settings(model) -> dict:
+    """AMG thresholds for ``model``: those tuned for it and recorded in its lineage under
+    ``automatic`` (``scripts/make_tiny_checkpoint.py`` does for ``tiny_cells``), else defaults."""
+    tuned = (getattr(model, "lineage", None) or {}).get("automatic") or {}
+    return AMG_DEFAULTS | {k: float(tuned[k]) for k in _AMG_KEYS if k in tuned}
+
+
+def automatic_generator(model, rgb: np.ndarray, embeddings: dict, points_per_side: int = 16):
+    """micro-sam's instance generator for ``model``, initialised on ``rgb``: its decoder-based
+    one (AIS) when the model ships a decoder, else its mask generator (AMG)."""
+    from micro_sam import instance_segmentation as ins
+
+    tiled = embeddings["input_size"] is None
+    decoder = model.ais_decoder
+    if decoder is not None:
+        cls = (ins.TiledInstanceSegmentationWithDecoder if tiled
+               else ins.InstanceSegmentationWithDecoder)
+        generator = cls(model.predictor, decoder)
+    else:
+        cls = ins.TiledAutomaticMaskGenerator if tiled else ins.AutomaticMaskGenerator
+        generator = cls(model.predictor, points_per_side=points_per_side)
+    kwargs = {}
+    if tiled:
+        attrs = embeddings["features"].attrs
+        kwargs = {"tile_shape": tuple(attrs["tile_shape"]), "halo": tuple(attrs["halo"])}
+    generator.initialize(rgb, image_embeddings=embeddings, verbose=False, **kwargs)
+    return generator
+
+
 def automatic(
     model,
     rgb: np.ndarray,
@@ -168,29 +203,16 @@ def automatic(
     """Automatic instance segmentation -> label image (uint32).
 
     Uses micro-sam's instance-segmentation decoder (AIS) when the model ships one (the
-    ``*_lm`` models, or checkpoints with ``decoder_state``), else its mask generator (AMG).
+    ``*_lm`` models, or checkpoints with ``decoder_state``), else its mask generator (AMG) with
+    :func:`amg_settings`.
     """
-    from micro_sam import instance_segmentation as ins
-
-    tiled = embeddings["input_size"] is None
-    decoder = model.ais_decoder
-    if decoder is not None:
-        cls = (ins.TiledInstanceSegmentationWithDecoder if tiled
-               else ins.InstanceSegmentationWithDecoder)
-        generator = cls(model.predictor, decoder)
-        generate_kwargs = {"min_size": min_size}
-    else:
-        cls = ins.TiledAutomaticMaskGenerator if tiled else ins.AutomaticMaskGenerator
-        generator = cls(model.predictor, points_per_side=points_per_side)
-        # min_mask_region_area would need OpenCV; small objects are dropped below instead
-        generate_kwargs = {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.6}
-    kwargs = {}
-    if tiled:
-        attrs = embeddings["features"].attrs
-        kwargs = {"tile_shape": tuple(attrs["tile_shape"]), "halo": tuple(attrs["halo"])}
     if progress:
         progress(0, 2)
-    generator.initialize(rgb, image_embeddings=embeddings, verbose=False, **kwargs)
+    generator = automatic_generator(model, rgb, embeddings, points_per_side)
+    if model.ais_decoder is not None:
+        generate_kwargs = {"min_size": min_size}
+    else:  # min_mask_region_area would need OpenCV; small objects are dropped below instead
+        generate_kwargs = amg_settings(model)
     if progress:
         progress(1, 2)
     labels = np.asarray(generator.generate(**generate_kwargs)).astype(np.uint32)
