@@ -38,6 +38,7 @@ def test_table_and_cli(dataset, capsys):
     rows = evaluate_models(["tiny", "tiny:1"], str(dataset), rounds=1)
     table = format_table(rows)
     assert "tiny:1" in table and "corrected" in table
+    assert "SA50(point) = the fraction of objects" in table  # every column explained
     from napari_raysam.cli import main
 
     assert main(["evaluate", str(dataset), "--model", "tiny", "--rounds", "1"]) == 0

@@ -120,6 +120,13 @@ def export_annotations(dest: Path, opts: DemoOptions) -> Path:
     return dest
 
 
+def run_options(opts: DemoOptions) -> dict:
+    """The training options the demo submits (also used for the README screenshots)."""
+    return {"model": opts.model, "mode": opts.mode, "workers": opts.workers,
+            "epochs": opts.epochs, "lr": opts.lr, "seed": opts.seed,
+            "correction_rounds": opts.correction_rounds, "steps_per_epoch": opts.steps_per_epoch}
+
+
 def train_on_local_cluster(dataset: Path, opts: DemoOptions, say=print):
     """Submit the fine-tune to the embedded local head (started if needed, stopped again if we
     started it, unless ``opts.keep_cluster``), follow it, fetch and register the model."""
@@ -136,11 +143,7 @@ def train_on_local_cluster(dataset: Path, opts: DemoOptions, say=print):
     head.start()
     try:
         profile = ClusterProfile(storage=str(Path(opts.out) / "storage"))
-        options = {"model": opts.model, "mode": opts.mode, "workers": opts.workers,
-                   "epochs": opts.epochs, "lr": opts.lr, "seed": opts.seed,
-                   "correction_rounds": opts.correction_rounds,
-                   "steps_per_epoch": opts.steps_per_epoch}
-        record = runs.submit(profile, dataset, options, head=head)
+        record = runs.submit(profile, dataset, run_options(opts), head=head)
         say(f"    submitted run {record.name}; first the base model is evaluated ...")
         printer = _Indented(ProgressPrinter(), say)
         for event in runs.follow(record, head=head):

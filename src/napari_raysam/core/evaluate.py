@@ -59,12 +59,18 @@ def evaluate_models(specs: list[str], dataset: str, **kwargs) -> list[dict]:
     return [evaluate_model(spec, dataset, **kwargs) for spec in specs]
 
 
+LEGEND = ("mIoU per object: point = one click inside the object; box = its bounding box; "
+          "corrected = a click, then correction clicks on the errors; SA50(point) = the "
+          "fraction of objects whose one-click mask reaches IoU 0.5 (micro-sam's segmentation "
+          "accuracy at 0.5).")
+
+
 def format_table(rows: list[dict]) -> str:
-    """A plain-text metrics table, one row per model."""
+    """A plain-text metrics table, one row per model, with a legend of its columns."""
     head = ["model", "objects", "point", "box", "corrected", "SA50(point)"]
     lines = [[str(r["model"]), str(r["objects"]), *(f"{r[m]:.3f}" for m in METRICS),
               f"{r['sa50_point']:.3f}"] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *lines, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))]
-                     + [fmt.format(*line) for line in lines])
+                     + [fmt.format(*line) for line in lines] + [LEGEND])
