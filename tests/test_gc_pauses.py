@@ -20,7 +20,9 @@ def test_dock_freezes_heap_and_layer_removal_collects(qtbot, make_napari_viewer,
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((8, 8)), name="a")
     viewer.add_image(np.zeros((8, 8)), name="b")
-    collector = QuietCollector(viewer)
+    from napari_raysam._qt._common import ViewerHooks
+
+    collector = QuietCollector(viewer, ViewerHooks())
     assert gc.get_freeze_count() > 1000  # napari, numpy, Qt wrappers: out of the GC's walks
 
     garbage = Cycle()  # a cycle that was alive at a freeze (like a layer open then) ...

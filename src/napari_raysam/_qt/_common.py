@@ -5,21 +5,71 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QEvent, QObject, Signal
 from qtpy.QtWidgets import QComboBox, QLabel
 
 from ..core.errors import RaysamError
 
 
+class ViewerHooks:
+    """The viewer events a dock listens to and the keys it binds, released together when the
+    dock leaves napari (a plugin is a guest: nothing of it may outlive its dock)."""
+
+    def __init__(self):
+        self._events: list[tuple] = []
+        self._keys: list[tuple] = []
+
+    def connect(self, emitter, callback) -> None:
+        emitter.connect(callback)
+        self._events.append((emitter, callback))
+
+    def bind_key(self, owner, key: str, func) -> None:
+        owner.bind_key(key, func, overwrite=True)
+        self._keys.append((owner, key, func))
+
+    def release(self) -> None:
+        for emitter, callback in self._events:
+            try:
+                emitter.disconnect(callback)
+            except (RuntimeError, TypeError, ValueError):
+                pass  # already gone with its owner
+        for owner, key, func in self._keys:
+            try:
+                current = owner.bind_key(key, None)  # unbind; returns what was bound
+                if current is not None and current is not func:  # bound since by someone else
+                    owner.bind_key(key, current, overwrite=True)
+            except (KeyError, TypeError, ValueError):
+                pass
+        self._events.clear()
+        self._keys.clear()
+
+
+class DockLifetime:
+    """Mixin for a dock widget: ``release()`` runs once when napari removes the dock (the x
+    button: its parent is set to None) or the widget is closed."""
+
+    def event(self, event):
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.release()
+        return super().event(event)
+
+    def closeEvent(self, event):
+        self.release()
+        super().closeEvent(event)
+
+    def release(self) -> None:
+        self.hooks.release()
+
+
 class LayerCombo(QComboBox):
     """A combo box listing the viewer's layers of one type, kept in sync with the viewer."""
 
-    def __init__(self, viewer, layer_type: str):
+    def __init__(self, viewer, layer_type: str, hooks: ViewerHooks):
         super().__init__()
         self.viewer = viewer
         self.layer_type = layer_type
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(self.refresh)
+            hooks.connect(event, self.refresh)
         self.refresh()
 
     def layers(self) -> list:

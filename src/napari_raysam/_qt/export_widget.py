@@ -34,7 +34,7 @@ from ..core.dataset import (
     planes_to_inputs,
 )
 from ..core.errors import RaysamError
-from ._common import run_in_worker, show_status
+from ._common import DockLifetime, ViewerHooks, run_in_worker, show_status
 from ._dock import scroll_body
 from .gc_pauses import QuietCollector
 from .prompt_layers import PREVIEW
@@ -68,7 +68,7 @@ def _key(item) -> tuple[str, str]:
     return tuple(item.data(Qt.ItemDataRole.UserRole))
 
 
-class ExportWidget(QWidget):
+class ExportWidget(DockLifetime, QWidget):
     """The Export dock."""
 
     progress = Signal(int, int)
@@ -76,7 +76,8 @@ class ExportWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        self.quiet_gc = QuietCollector(napari_viewer)
+        self.hooks = ViewerHooks()  # released when the dock is closed
+        self.quiet_gc = QuietCollector(napari_viewer, self.hooks)
         self.viewer = napari_viewer
         self.worker = None
         self.last_export_path: str | None = None
@@ -131,7 +132,7 @@ class ExportWidget(QWidget):
         self.progress.connect(self._on_progress)
         events = napari_viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
-            event.connect(self.refresh_pairs)
+            self.hooks.connect(event, self.refresh_pairs)
         self.refresh_pairs()
 
     def refresh_pairs(self, _event=None):

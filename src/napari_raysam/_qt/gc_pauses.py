@@ -53,12 +53,12 @@ _HEAP = _FrozenHeap()
 class QuietCollector:
     """Freezes the long-lived heap (once per process) and collects after layer removals."""
 
-    def __init__(self, viewer):
+    def __init__(self, viewer, hooks):
         self.timer = QTimer()
         self.timer.setSingleShot(True)
         self.timer.setInterval(RECOLLECT_DELAY_MS)
         self.timer.timeout.connect(_HEAP.recollect)
-        viewer.layers.events.removed.connect(self._on_removed)
+        hooks.connect(viewer.layers.events.removed, self._on_removed)
         _HEAP.freeze()
 
     def _on_removed(self, _event=None) -> None:

@@ -35,10 +35,15 @@ class PromptLayers:
         Layers of the same names left by an earlier dock are replaced: their events would
         still call that dock.
         """
+        self.remove()
+        self._add_missing((1, 1), None, None)
+
+    def remove(self) -> None:
+        """Take the prompt layers out of the viewer (with them, their key bindings and the
+        event callbacks into the dock)."""
         for name in (POINTS, BOXES, PREVIEW):
             if self._layer(name) is not None:
                 self.viewer.layers.remove(name)
-        self._add_missing((1, 1), None, None)
 
     def ensure(self, image_layer, shape: tuple[int, int]) -> None:
         """Fit the prompt layers (2D) to the image's last two axes, above the image; any the

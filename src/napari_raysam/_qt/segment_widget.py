@@ -26,7 +26,9 @@ from ..core.errors import RaysamError
 from ..core.images import ImagePolicy, to_sam_rgb
 from ._common import (
     SAM_MODULES,
+    DockLifetime,
     LayerCombo,
+    ViewerHooks,
     parse_channels,
     preload,
     run_in_worker,
@@ -40,16 +42,18 @@ from .prompt_layers import PromptLayers
 DEFAULT_MODELS = ("tiny_cells", "tiny", "vit_b_lm", "vit_t_lm", "vit_b", "vit_l_lm")
 
 
-class SegmentWidget(QWidget):
-    """The Segment dock."""
+class SegmentWidget(DockLifetime, QWidget):
+    """The Segment dock. Its viewer key bindings (C, Shift-C, T), viewer events and prompt
+    layers go when the dock is closed (:meth:`release`)."""
 
     progress = Signal(int, int)
 
     def __init__(self, napari_viewer, cache: EmbeddingCache | None = None):
         super().__init__()
         preload(SAM_MODULES)
+        self.hooks = ViewerHooks()
         # what the dock loaded lives on: out of the full collections' walks from now on
-        self.quiet_gc = QuietCollector(napari_viewer)
+        self.quiet_gc = QuietCollector(napari_viewer, self.hooks)
         self.viewer = napari_viewer
         self.cache = cache or EmbeddingCache()
         self.model = None
@@ -62,7 +66,7 @@ class SegmentWidget(QWidget):
         self.prompts = PromptLayers(napari_viewer, on_change=self.update_preview, keys=keys)
         self.prompts.create()
 
-        self.image_combo = LayerCombo(napari_viewer, "Image")
+        self.image_combo = LayerCombo(napari_viewer, "Image", self.hooks)
         self.channels_edit = QLineEdit()
         self.channels_edit.setPlaceholderText("e.g. 2,0,3 (default: first 3)")
         self.model_combo = QComboBox()
@@ -113,11 +117,16 @@ class SegmentWidget(QWidget):
         self.model_combo.lineEdit().editingFinished.connect(self._on_model_change)
         self.model_combo.currentTextChanged.connect(lambda _t: self.update_model_label())
         self.image_combo.currentTextChanged.connect(lambda _t: self._on_image_change())
-        napari_viewer.dims.events.current_step.connect(self._on_plane_change)
+        self.hooks.connect(napari_viewer.dims.events.current_step, self._on_plane_change)
         for key, method in keys.items():  # the prompt layers bind them too (layer keys win)
-            napari_viewer.bind_key(key, lambda _v, m=method: m(), overwrite=True)
+            self.hooks.bind_key(napari_viewer, key, lambda _v, m=method: m())
         self.update_cache_label()
         self.update_model_label()
+
+    def release(self) -> None:
+        """Unbind the keys, disconnect from the viewer and take the prompt layers away."""
+        self.hooks.release()
+        self.prompts.remove()
 
     # --- state --------------------------------------------------------------------------
 

@@ -23,21 +23,30 @@ from ..core.run_text import (
     run_status_text,
     use_label,
 )
-from ._common import CLUSTER_MODULES, StreamThread, preload, run_in_worker, show_status
+from ._common import (
+    CLUSTER_MODULES,
+    DockLifetime,
+    StreamThread,
+    ViewerHooks,
+    preload,
+    run_in_worker,
+    show_status,
+)
 from ._dock import find_dock
 from .gc_pauses import QuietCollector
 from .train_form import NOT_CONNECTED, TrainForm, run_tip
 
 
-class TrainWidget(TrainForm, QWidget):
+class TrainWidget(DockLifetime, TrainForm, QWidget):
     """The Train dock."""
 
     def __init__(self, napari_viewer, profiles: ProfileStore | None = None,
                  index: RunIndex | None = None, head: LocalHead | None = None):
         super().__init__()
         preload(CLUSTER_MODULES)
+        self.hooks = ViewerHooks()  # released when the dock is closed
         # what the dock loaded lives on: out of the full collections' walks from now on
-        self.quiet_gc = QuietCollector(napari_viewer)
+        self.quiet_gc = QuietCollector(napari_viewer, self.hooks)
         self.viewer = napari_viewer
         self.profiles = profiles or ProfileStore()
         self.index = index or RunIndex()
