@@ -42,3 +42,29 @@ def test_dock_freezes_heap_and_layer_removal_collects(qtbot, make_napari_viewer,
     assert len(unfreezes) == 1
     assert gc.get_freeze_count() > 1000  # and the heap is frozen again
     assert collector.timer.isSingleShot()
+
+
+def test_the_freeze_is_logged_undone_when_the_docks_close_and_can_be_switched_off(
+        qtbot, make_napari_viewer, monkeypatch, caplog):
+    import logging
+
+    from napari_raysam._qt import gc_pauses
+
+    monkeypatch.setattr(gc_pauses, "_HEAP", gc_pauses._FrozenHeap())  # this test's own state
+    gc.unfreeze()
+    viewer = make_napari_viewer()
+    with caplog.at_level(logging.INFO, logger="napari_raysam._qt.gc_pauses"):
+        first, a = viewer.window.add_plugin_dock_widget("napari-raysam", "Export")
+        second, b = viewer.window.add_plugin_dock_widget("napari-raysam", "Train")
+        assert gc.get_freeze_count() > 1000
+        assert "froze" in caplog.text and "NAPARI_RAYSAM_GC_FREEZE=0" in caplog.text
+        viewer.window.remove_dock_widget(first)
+        assert gc.get_freeze_count() > 1000  # the Train dock still holds it
+        viewer.window.remove_dock_widget(second)
+        assert gc.get_freeze_count() == 0  # napari's process as it was
+        assert "unfroze" in caplog.text
+
+        monkeypatch.setenv("NAPARI_RAYSAM_GC_FREEZE", "0")
+        viewer.window.add_plugin_dock_widget("napari-raysam", "Export")
+        assert gc.get_freeze_count() == 0
+        assert "leaves the garbage collector alone" in caplog.text

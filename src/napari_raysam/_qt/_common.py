@@ -18,6 +18,11 @@ class ViewerHooks:
     def __init__(self):
         self._events: list[tuple] = []
         self._keys: list[tuple] = []
+        self._undo: list[Callable[[], None]] = []
+
+    def on_release(self, undo: Callable[[], None]) -> None:
+        """Run ``undo`` when the dock is released (e.g. give back a process-wide change)."""
+        self._undo.append(undo)
 
     def connect(self, emitter, callback) -> None:
         emitter.connect(callback)
@@ -40,8 +45,11 @@ class ViewerHooks:
                     owner.bind_key(key, current, overwrite=True)
             except (KeyError, TypeError, ValueError):
                 pass
+        for undo in self._undo:
+            undo()
         self._events.clear()
         self._keys.clear()
+        self._undo.clear()
 
 
 class DockLifetime:
