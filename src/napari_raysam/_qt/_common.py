@@ -224,6 +224,9 @@ def preload(modules: tuple[str, ...]) -> None:
     import gc
     import importlib
 
+    from . import guard_triton
+
+    guard_triton()  # before torch is imported: the canvas (and its GL driver) exists now
     was_enabled = gc.isenabled()
     gc.disable()
     try:
