@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from napari_raysam.core.local_head import PORT_NAMES, free_ports
+from napari_raysam.core.local_head import PORT_NAMES, HeadState, free_ports
 
 NODE_PORTS = ("node_manager_port", "object_manager_port", "metrics_export_port",
               "dashboard_agent_listen_port", "dashboard_agent_grpc_port",
@@ -195,13 +195,8 @@ class IsolatedNode:
                 "test proves the remote path on an isolated cluster and cannot run without "
                 f"it. Node log:\n{self.log_path.read_text(errors='replace')[-2000:]}")
 
-    @property
-    def address(self) -> str:
-        return f"http://127.0.0.1:{self.ports['dashboard_port']}"
-
-    @property
-    def gcs_address(self) -> str:
-        return f"127.0.0.1:{self.ports['port']}"
+    address = HeadState.address  # the same ports, the same addresses as the local head
+    gcs_address = HeadState.gcs_address
 
     @property
     def headers(self) -> dict[str, str]:
