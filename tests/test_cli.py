@@ -46,15 +46,15 @@ def test_every_option_states_its_default():
 
 
 def test_train_defaults_to_the_trained_builtin_model_everywhere():
-    from napari_raysam.core.training.config import TrainConfig
-    from napari_raysam.train import add_train_arguments, config_from_args
+    from napari_raysam.core.training.config import TrainConfig, from_namespace
+    from napari_raysam.train import add_train_arguments
 
     commands = dict(_parsers(cli.build_parser()))
     for path in ("napari-raysam train", "napari-raysam submit"):
         assert commands[path].parse_args(["ds"]).model == "tiny_cells", path
     job = argparse.ArgumentParser()
     add_train_arguments(job)  # `python -m napari_raysam.train`, the job entrypoint
-    assert config_from_args(job.parse_args(["ds"])).model == "tiny_cells"
+    assert from_namespace(job.parse_args(["ds"])).model == "tiny_cells"
     assert TrainConfig(dataset="ds").model == "tiny_cells"
     help_text = commands["napari-raysam train"].format_help()
     assert "(default: tiny_cells)" in " ".join(help_text.split())

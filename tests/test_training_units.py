@@ -197,3 +197,29 @@ def test_every_rank_gets_training_data_with_fewer_images_than_workers(tmp_path):
     shards = [load_shard(str(ts.path), "train", rank, 2, at_least_one=True) for rank in (0, 1)]
     assert all(len(shard) == 1 for shard in shards)
     assert load_shard(str(ts.path), "val", 1, 2) == []  # val is never duplicated
+
+
+def test_trainconfig_is_the_one_option_schema():
+    """The CLI options, the job's command line and the config come from TrainConfig's fields:
+    a parsed command line rebuilds the same config, option_argv round-trips through it."""
+    import argparse
+
+    from napari_raysam.core.training.config import (
+        TrainConfig,
+        from_namespace,
+        option_argv,
+        option_fields,
+    )
+    from napari_raysam.train import add_train_arguments
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    options = {"model": "tiny", "mode": "full", "workers": 2, "epochs": 3, "lr": 0.01,
+               "steps_per_epoch": 4, "max_failures": 0, "seed": 7}
+    argv = option_argv(options)
+    config = from_namespace(parser.parse_args(["ds", *argv]))
+    assert config == TrainConfig(dataset="ds", **options)
+    assert {f.name for f in option_fields()} >= set(options) | {"storage", "name"}
+    assert "weight_decay" not in {f.name for f in option_fields()}  # not a CLI option
+    with pytest.raises(RaysamError, match="not a training option"):
+        option_argv({"storage": "/x"}, reserved=("storage",))

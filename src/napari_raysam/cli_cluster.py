@@ -237,12 +237,13 @@ def _runs_fetch(args) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     from napari_raysam.core.errors import RaysamError
-    from napari_raysam.core.runs import RESERVED, _train_parser, fetch, submit
+    from napari_raysam.core.runs import RESERVED, fetch, submit
+    from napari_raysam.core.training.config import option_fields
 
     if args.name:
         raise RaysamError("submit always uses a fresh run name; drop --name.")
     profile = _profile_from_args(args)
-    dests = {a.dest for a in _train_parser()._actions if a.option_strings} - set(RESERVED)
+    dests = {f.name for f in option_fields()} - set(RESERVED)
     options = {k: getattr(args, k) for k in sorted(dests) if getattr(args, k, None) is not None}
     record = submit(profile, args.dataset, options)
     _out(args, {"event": "submitted", "run": record.name, "address": profile.address},

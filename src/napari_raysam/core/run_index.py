@@ -136,6 +136,21 @@ def model_store_dir() -> Path:
     return data_dir() / "models"
 
 
+def model_dest(store: Path | None, name: str) -> tuple[Path, Path]:
+    """(model store, ``<store>/<name>``); RaysamError when ``name`` would leave the store."""
+    store = Path(store or model_store_dir()).resolve()
+    dest = (store / name).resolve()
+    if dest.parent != store:
+        raise RaysamError(f"Refusing to write outside the model store for run {name!r}.")
+    return store, dest
+
+
+def ended_text(record: RunRecord) -> str:
+    """How a run ended, for messages: 'was cancelled' or 'is FAILED'."""
+    return "was cancelled" if record.cancelled or record.state == "STOPPED" \
+        else f"is {record.state}"
+
+
 def register_model(model: RegisteredModel, store: Path | None = None) -> RegisteredModel:
     store = Path(store or model_store_dir())
     safe_name(model.name, "model name")

@@ -16,7 +16,6 @@ Events yielded by :func:`follow` (dicts, one per step):
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
@@ -43,8 +42,9 @@ from .run_index import (
     RegisteredModel,
     RunIndex,
     RunRecord,
+    ended_text,
     list_registered_models,
-    model_store_dir,
+    model_dest,
     register_model,
 )
 from .storage import Storage, StorageError
@@ -59,39 +59,12 @@ TRAINING_EVENTS = ("start", "baseline", "epoch", "resume", "end")
 RESERVED = ("dataset", "storage", "name", "json", "verbose", "help")
 
 
-def _train_parser() -> argparse.ArgumentParser:
-    from napari_raysam.train import add_train_arguments
-
-    parser = argparse.ArgumentParser(prog="napari_raysam.train", add_help=False,
-                                     exit_on_error=False)
-    add_train_arguments(parser)
-    return parser
-
-
 def train_argv(options: dict) -> list[str]:
-    """Command-line options for ``napari_raysam.train`` from ``{dest: value}``; checked by the
-    entrypoint's own parser (types, choices) before anything is uploaded."""
-    parser = _train_parser()
-    actions = {a.dest: a for a in parser._actions if a.option_strings}
-    argv: list[str] = []
-    for key, value in options.items():
-        if key in RESERVED or key not in actions:
-            raise RaysamError(f"{key!r} is not a training option you can set here; use one of "
-                              f"{', '.join(sorted(set(actions) - set(RESERVED)))}.")
-        if value is None:
-            continue
-        argv += [actions[key].option_strings[-1], str(value)]
-    try:
-        args, extra = parser.parse_known_args(["DATASET", *argv])
-    except (argparse.ArgumentError, SystemExit) as exc:
-        raise RaysamError(f"Invalid training option: {exc}. Fix the value and submit again.") \
-            from None
-    if extra:
-        raise RaysamError(f"Invalid training options {extra}; fix them and submit again.")
-    from napari_raysam.train import config_from_args
+    """Command-line options for ``napari_raysam.train`` from ``{name: value}``, checked against
+    TrainConfig's schema (types, choices, values) before anything is uploaded."""
+    from .training.config import option_argv
 
-    config_from_args(args).validate()
-    return argv
+    return option_argv(options, reserved=RESERVED)
 
 
 def build_entrypoint(python: str, dataset_uri: str, argv: list[str], runs_uri: str,
@@ -311,19 +284,6 @@ def cancel(record: RunRecord, index: RunIndex | None = None, timeout: float = 15
     return index.get(record.name)
 
 
-def _store_dest(store: Path | None, name: str) -> tuple[Path, Path]:
-    store = Path(store or model_store_dir()).resolve()
-    dest = (store / name).resolve()
-    if dest.parent != store:
-        raise RaysamError(f"Refusing to write outside the model store for run {name!r}.")
-    return store, dest
-
-
-def _ended(record: RunRecord) -> str:
-    return "was cancelled" if record.cancelled or record.state == "STOPPED" \
-        else f"is {record.state}"
-
-
 def fetch(record: RunRecord, store: Path | None = None, index: RunIndex | None = None,
           partial: bool = False) -> RegisteredModel:
     """Download model.pt, report.json and curves.png into ``<store>/<run>/`` (sha256-checked,
@@ -335,7 +295,7 @@ def fetch(record: RunRecord, store: Path | None = None, index: RunIndex | None =
     fetches that one.
     """
     name = safe_name(record.name, "run name")
-    store, dest = _store_dest(store, name)
+    store, dest = model_dest(store, name)
     storage = Storage.open(record.storage)
     run_path = storage.path("runs", name)
     if storage.size(storage.path("runs", name, "model.pt")) is None:
@@ -350,7 +310,7 @@ def fetch(record: RunRecord, store: Path | None = None, index: RunIndex | None =
                 f"(`napari-raysam runs cancel {name}`) and fetch its last checkpoint with "
                 f"`napari-raysam runs fetch {name} --partial`.")
         raise RaysamError(
-            f"The run {name} {_ended(record)} and has no final model.pt yet. Its last Ray "
+            f"The run {name} {ended_text(record)} and has no final model.pt yet. Its last Ray "
             f"checkpoint under {storage.uri_of('runs', name)} can be fetched as a partial model: "
             f"`napari-raysam runs fetch {name} --partial` (runs.fetch(record, partial=True)).")
     got: dict[str, str] = {}

@@ -12,8 +12,15 @@ from pathlib import Path
 
 from .errors import RaysamError
 from .paths import safe_name
-from .run_index import RegisteredModel, model_store_dir, register_model
-from .runs import TERMINAL, RunRecord, _ended, _store_dest
+from .run_index import (
+    TERMINAL,
+    RegisteredModel,
+    RunRecord,
+    ended_text,
+    model_dest,
+    model_store_dir,
+    register_model,
+)
 from .storage import Storage
 from .training.events import now_iso
 
@@ -93,7 +100,7 @@ def fetch_partial(record: RunRecord, store: Path | None = None,
     folders = _checkpoints(storage, name)
     if not folders:
         raise RaysamError(
-            f"The run {name} {_ended(record)} before its first checkpoint: "
+            f"The run {name} {ended_text(record)} before its first checkpoint: "
             f"{storage.uri_of('runs', name)} holds no checkpoint_epoch_* folder, so there is no "
             "partial model to fetch. Train again (a run checkpoints after every epoch).")
     store.mkdir(parents=True, exist_ok=True)
@@ -109,7 +116,7 @@ def fetch_partial(record: RunRecord, store: Path | None = None,
                 "there is no partial model to fetch. Train again.")
         epoch = int(state["epoch"])
         model_name = partial_model_name(name, epoch)
-        _, dest = _store_dest(store, model_name)
+        _, dest = model_dest(store, model_name)
         config = _run_config(storage, record, state)
         try:
             path = save_partial_model(config, state, Path(tmp) / "model.pt", record.dataset_hash,

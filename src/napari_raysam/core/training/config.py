@@ -1,10 +1,18 @@
-"""TrainConfig: every input of a training run, as plain values (travels to workers as a dict)."""
+"""TrainConfig: every input of a training run, as plain values (travels to workers as a dict).
+
+It is the one option schema: a field with a ``help`` in its metadata is a command-line option
+(``--cpus-per-worker`` for ``cpus_per_worker``) of ``napari-raysam train``, ``submit`` and the
+job entrypoint alike (:func:`add_arguments`), and :func:`option_argv` turns a dock's or a
+client's ``{name: value}`` into the job's command line, checked against the same schema.
+"""
 
 from __future__ import annotations
 
+import argparse
 import secrets
 import time
-from dataclasses import asdict, dataclass, fields
+import typing
+from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import RaysamError
 
@@ -13,6 +21,11 @@ MODES = ("decoder", "lora", "full")
 DEFAULT_MODEL = "tiny_cells"
 NO_LORA_VIT_T = ("Mode 'lora' needs a ViT encoder (vit_b, vit_l, vit_h, tiny): micro-sam's LoRA "
                  "does not apply to vit_t's TinyViT. Use mode 'decoder' or 'full' for vit_t.")
+
+
+def _opt(default, help: str, **extra):
+    """A field that is also a command-line option (``help`` states what it is)."""
+    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass
@@ -30,27 +43,37 @@ class TrainConfig:
     """
 
     dataset: str
-    model: str = DEFAULT_MODEL
-    mode: str = "decoder"
-    workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    epochs: int = 5
-    lr: float = 1e-4
+    model: str = _opt(DEFAULT_MODEL, "base model: tiny_cells (shipped, trained on round cells), "
+                      "tiny (random weights), a micro-sam name such as vit_b_lm, run:NAME (a "
+                      "fine-tuned model, see `napari-raysam models list`) or a checkpoint file")
+    mode: str = _opt("decoder", "what is trained: decoder (frozen encoder, cached embeddings, "
+                     "CPU-friendly), lora (LoRA adapters on the encoder) or full", choices=MODES)
+    workers: int = _opt(1, "Ray Train workers")
+    cpus_per_worker: float = _opt(1.0, "CPUs each worker reserves")
+    gpus_per_worker: float = _opt(0.0, "GPUs each worker reserves; 0 trains on CPUs")
+    epochs: int = _opt(5, "passes over the training images")
+    lr: float = _opt(1e-4, "learning rate of AdamW")
     weight_decay: float = 1e-4
-    objects_per_image: int = 8
-    correction_rounds: int = 3
+    objects_per_image: int = _opt(8, "annotated objects sampled per image and step")
+    correction_rounds: int = _opt(3, "correction clicks after the first prompt, in training and "
+                                  "in the 'corrected' val score")
     mask_prob: float = 0.5
     min_object_px: int = 10
     box_distortion: float = 0.025
-    images_per_step: int = 1
-    steps_per_epoch: int | None = None
+    images_per_step: int = _opt(1, "images per worker and optimizer step")
+    steps_per_epoch: int | None = _opt(None, "optimizer steps per epoch (default: one pass over "
+                                       "the training images)")
     eval_objects: int = 32
     lora_rank: int = 4
-    seed: int = 0
-    storage: str | None = None
-    name: str | None = None
-    max_failures: int = 2
+    seed: int = _opt(0, "random seed of prompts and sampling")
+    storage: str | None = _opt(None, "run storage: a folder, or s3://bucket/prefix[?endpoint_"
+                               "override=host:port&scheme=http] or gs://bucket/prefix (Ray "
+                               "storage_path) (default: the runs folder in the user cache; for "
+                               "submit: the cluster profile's storage)")
+    name: str | None = _opt(None, "run name; an existing run of the same data resumes (default: "
+                            "a fresh unique name)")
+    max_failures: int = _opt(2, "worker failures a run survives by resuming from its last "
+                             "checkpoint; 0 ends the run at the first")
     debug_pid_dir: str | None = None  # tests: rank 1 writes its PID here when epoch 2 starts
     debug_pause_s: float = 0.0  # tests: pause before and after writing the PID
 
@@ -85,6 +108,62 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def option_fields() -> list:
+    """The fields of TrainConfig that are command-line options, in order."""
+    return [f for f in fields(TrainConfig) if "help" in f.metadata]
+
+
+def _kind(f):
+    """int, float or str: the option's type from the field's annotation (``int | None`` is
+    int)."""
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every option of the schema to ``parser``; each help states its default."""
+    for f in option_fields():
+        text = f.metadata["help"]
+        if "(default:" not in text:
+            text += " (default: %(default)s)"
+        parser.add_argument("--" + f.name.replace("_", "-"), type=_kind(f), default=f.default,
+                            choices=f.metadata.get("choices"), help=text)
+
+
+def from_namespace(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed arguments (``args.dataset`` plus every option)."""
+    return TrainConfig(dataset=args.dataset,
+                       **{f.name: getattr(args, f.name) for f in option_fields()})
+
+
+def option_argv(options: dict, reserved: tuple[str, ...] = ()) -> list[str]:
+    """The job's command-line options for ``{name: value}`` (None: left out), each value
+    converted and checked against the schema (type, choices, :meth:`TrainConfig.validate`)
+    before anything is uploaded; ``reserved`` names are set by the caller itself."""
+    known = {f.name: f for f in option_fields() if f.name not in reserved}
+    argv: list[str] = []
+    values = {}
+    for key, value in options.items():
+        if key not in known:
+            raise RaysamError(f"{key!r} is not a training option you can set here; use one of "
+                              f"{', '.join(sorted(known))}.")
+        if value is None:
+            continue
+        f = known[key]
+        try:
+            values[key] = _kind(f)(value)
+        except (TypeError, ValueError):
+            raise RaysamError(f"Invalid training option: {key}={value!r} is not a "
+                              f"{_kind(f).__name__}. Fix the value and submit again.") from None
+        if f.metadata.get("choices") and values[key] not in f.metadata["choices"]:
+            raise RaysamError(f"Invalid training option: {key}={value!r}; use one of "
+                              f"{', '.join(f.metadata['choices'])}.")
+        argv += ["--" + key.replace("_", "-"), str(values[key])]
+    TrainConfig(dataset="DATASET", **values).validate()
+    return argv
 
 
 def fresh_run_name(prefix: str = "run") -> str:

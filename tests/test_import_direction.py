@@ -1,0 +1,82 @@
+"""Layers run one way (read from the source with ast, every import, also inside functions):
+core never reaches up into the entrypoints, the CLI or Qt; the job side (core.training) never
+reaches the client side (runs, cluster, local head); module-level imports have no cycles."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "src" / "napari_raysam"
+TOP = ("napari_raysam.train", "napari_raysam.probe", "napari_raysam.cli",
+       "napari_raysam._qt", "napari_raysam.demo", "napari_raysam.napari_entry")
+CLIENT = ("napari_raysam.core.runs", "napari_raysam.core.runs_partial",
+          "napari_raysam.core.cluster", "napari_raysam.core.local_head",
+          "napari_raysam.core.job_logs")
+
+
+def _module(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, top_level_only: bool = False) -> set[str]:
+    """Absolute names of the napari_raysam modules ``path`` imports."""
+    name = _module(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    out = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("napari_raysam")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.startswith("napari_raysam"):
+                out.add(mod)
+                out |= {f"{mod}.{a.name}" for a in node.names}  # `from . import x`
+    return out
+
+
+def _files(prefix: str) -> list[Path]:
+    return [p for p in PKG.rglob("*.py") if _module(p).startswith(prefix)]
+
+
+def _hits(imports: set[str], banned: tuple[str, ...]) -> set[str]:
+    return {i for i in imports if any(i == b or i.startswith(b + ".") for b in banned)}
+
+
+def test_core_never_imports_the_entrypoints_the_cli_or_qt():
+    bad = {_module(p): _hits(_imports(p), TOP) for p in _files("napari_raysam.core")}
+    assert not {k: v for k, v in bad.items() if v}
+
+
+def test_the_job_side_never_imports_the_client_side():
+    bad = {_module(p): _hits(_imports(p), CLIENT) for p in _files("napari_raysam.core.training")}
+    assert not {k: v for k, v in bad.items() if v}
+
+
+def test_no_import_cycles_at_module_level():
+    modules = {_module(p): p for p in PKG.rglob("*.py")}
+    graph = {m: {i for i in _imports(p, top_level_only=True) if i in modules and i != m}
+             for m, p in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for n in graph[m]:
+            if state.get(n) == 1:
+                raise AssertionError(" -> ".join([*stack[stack.index(n):], n]))
+            if n not in state:
+                visit(n, [*stack, n])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
