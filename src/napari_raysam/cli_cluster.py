@@ -245,7 +245,7 @@ def _submit(args: argparse.Namespace) -> int:
     profile = _profile_from_args(args)
     dests = {f.name for f in option_fields()} - set(RESERVED)
     options = {k: getattr(args, k) for k in sorted(dests) if getattr(args, k, None) is not None}
-    record = submit(profile, args.dataset, options)
+    record = submit(profile, args.dataset, options, verbose=args.verbose)
     _out(args, {"event": "submitted", "run": record.name, "address": profile.address},
          f"submitted {record.name} to {profile.address}")
     state = _follow(record, args.json, args.verbose)

@@ -98,10 +98,11 @@ def upload_base_model(storage: Storage, spec: str) -> str:
 
 def submit(profile: ClusterProfile, dataset: str | Path, options: dict | None = None,
            index: RunIndex | None = None, head: LocalHead | None = None,
-           preflight: bool = True) -> RunRecord:
+           preflight: bool = True, verbose: bool = False) -> RunRecord:
     """Check the storage from both sides (remote profiles: a probe job on the cluster, see
     :func:`.cluster.check_cluster_storage`), upload the training set and a local base model,
-    submit the training job and record it; returns the record."""
+    submit the training job and record it; returns the record. ``verbose``: the job prints
+    Ray's own log lines too."""
     from .training.config import fresh_run_name
 
     index = index or RunIndex()
@@ -119,7 +120,8 @@ def submit(profile: ClusterProfile, dataset: str | Path, options: dict | None = 
     content_hash, dataset_uri, _, _ = storage.upload_dataset(dataset)
     name = fresh_run_name()
     python = sys.executable if profile.is_local else "python"
-    entry = build_entrypoint(python, dataset_uri, argv, storage.uri_of("runs"), name)
+    entry = build_entrypoint(python, dataset_uri, argv + (["--verbose"] if verbose else []),
+                             storage.uri_of("runs"), name)
     record = index.put(RunRecord(
         name=name, profile=profile.name, address=profile.address, storage=storage.uri,
         dataset_hash=content_hash, dataset_uri=dataset_uri, config=dict(options or {}),
