@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -58,7 +57,7 @@ def register_outcome(outcome, base_model: str):
     for a submitted run: a run folder on this computer is registered in place; a run in object
     storage is downloaded into the store first."""
     from napari_raysam.core.run_index import RegisteredModel, model_store_dir, register_model
-    from napari_raysam.core.storage import Storage, is_remote_uri
+    from napari_raysam.core.storage import Storage, file_sha256, is_remote_uri
     from napari_raysam.core.training.events import now_iso
 
     files = ("model.pt", "report.json", "curves.png")
@@ -73,21 +72,13 @@ def register_outcome(outcome, base_model: str):
     else:
         folder = Path(outcome.run_dir)
         got = {f: str(folder / f) for f in files if (folder / f).is_file()}
-        digest = _sha256(Path(got["model.pt"]))
+        digest = file_sha256(got["model.pt"])
     model = RegisteredModel(
         name=outcome.name, path=got["model.pt"], base_model=str(base_model),
         metrics={"before": outcome.before or None, "after": outcome.after or None},
         sha256=digest, run=outcome.name, registered=now_iso(), report=got.get("report.json"),
         curves=got.get("curves.png"))
     return register_model(model)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _evaluate(args: argparse.Namespace) -> int:

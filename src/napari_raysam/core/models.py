@@ -278,14 +278,14 @@ def load_model(spec: str, device: str | None = None) -> LoadedModel:
         sam = build_tiny_sam(config, seed=seed).to(device).eval()
         return LoadedModel(spec, "tiny", sam, device, tiny_config=config)
     if spec.startswith("run:"):  # a fine-tuned model fetched from a run
-        from .run_index import list_registered_models
+        from .errors import RaysamError
+        from .run_index import registered_model_path
 
-        name = spec[4:]
-        known = {m.name: m.path for m in list_registered_models()}
-        if name not in known:
-            raise ModelError(f"No fine-tuned model named {name!r}; fetched runs: "
-                             f"{', '.join(known) or 'none yet'}. Fetch the run first.")
-        loaded = load_checkpoint(known[name], device)
+        try:
+            path = registered_model_path(spec[4:])
+        except RaysamError as exc:
+            raise ModelError(str(exc)) from None
+        loaded = load_checkpoint(path, device)
         loaded.spec = spec
         return loaded
     path = Path(spec).expanduser()

@@ -19,7 +19,15 @@ from pathlib import Path
 
 from .errors import RaysamError
 from .paths import cache_dir
-from .storage import Storage, StorageError, explain, is_remote_uri, redact
+from .storage import (
+    Storage,
+    StorageError,
+    explain,
+    file_sha256,
+    is_remote_uri,
+    local_path,
+    redact,
+)
 
 __all__ = ["dataset_on_node", "model_on_node", "node_cache_dir"]
 
@@ -37,14 +45,6 @@ def _lock(path: Path):
     return FileLock(str(path) + ".lock", timeout=3600)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _open(uri: str) -> Storage:
     try:
         return Storage.open(uri, side="the cluster")
@@ -57,7 +57,7 @@ def dataset_on_node(uri: str) -> str:
     from .dataset import MANIFEST, open_dataset
 
     if not is_remote_uri(uri):
-        return uri[len("file://"):] if str(uri).startswith("file://") else str(uri)
+        return local_path(uri)
     storage = _open(uri)
     try:
         manifest = storage.read_bytes(storage.path(MANIFEST))
@@ -100,7 +100,7 @@ def model_on_node(spec: str) -> str:
     """A local checkpoint path for a model spec that names an object in storage (uploaded
     by the client as ``models/<sha256>/model.pt``); any other spec is returned unchanged."""
     if not is_remote_uri(spec):
-        return spec[len("file://"):] if str(spec).startswith("file://") else str(spec)
+        return local_path(spec)
     storage = _open(spec)
     path = storage.root
     parts = path.rstrip("/").split("/")
@@ -108,7 +108,7 @@ def model_on_node(spec: str) -> str:
     key = expected or hashlib.sha256(redact(spec).encode()).hexdigest()
     dest = node_cache_dir() / "models" / key / "model.pt"
     with _lock(dest.parent):
-        if dest.is_file() and (expected is None or _sha256(dest) == expected):
+        if dest.is_file() and (expected is None or file_sha256(dest) == expected):
             return str(dest)
         try:
             storage.download(path, dest, expected_sha256=expected)

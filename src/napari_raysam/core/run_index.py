@@ -136,6 +136,16 @@ def model_store_dir() -> Path:
     return data_dir() / "models"
 
 
+def registered_model_path(name: str) -> str:
+    """The checkpoint of the registered model ``name`` (``run:NAME``); a clear error naming
+    the known ones when there is none."""
+    known = {m.name: m.path for m in list_registered_models()}
+    if name not in known:
+        raise RaysamError(f"No fine-tuned model named {name!r} on this computer; fetched runs: "
+                          f"{', '.join(known) or 'none yet'}. Fetch the run first.")
+    return known[name]
+
+
 def model_dest(store: Path | None, name: str) -> tuple[Path, Path]:
     """(model store, ``<store>/<name>``); RaysamError when ``name`` would leave the store."""
     store = Path(store or model_store_dir()).resolve()

@@ -46,6 +46,7 @@ from .run_index import (
     list_registered_models,
     model_dest,
     register_model,
+    registered_model_path,
 )
 from .storage import Storage, StorageError
 from .training.events import EventLog, now_iso
@@ -83,11 +84,7 @@ def upload_base_model(storage: Storage, spec: str) -> str:
 
     spec = str(spec).strip()
     if spec.startswith("run:"):
-        known = {m.name: m.path for m in list_registered_models()}
-        if spec[4:] not in known:
-            raise RaysamError(f"No fine-tuned model named {spec[4:]!r} on this computer; fetched "
-                              f"runs: {', '.join(known) or 'none yet'}. Fetch the run first.")
-        return storage.upload_model(known[spec[4:]])
+        return storage.upload_model(registered_model_path(spec[4:]))
     if spec == TINY_CELLS or spec == "tiny" or spec.startswith("tiny:") or "://" in spec:
         return spec
     path = Path(spec).expanduser()

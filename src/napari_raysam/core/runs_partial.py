@@ -21,7 +21,7 @@ from .run_index import (
     model_store_dir,
     register_model,
 )
-from .storage import Storage
+from .storage import Storage, file_sha256
 from .training.events import now_iso
 
 __all__ = ["fetch_partial"]
@@ -82,7 +82,6 @@ def fetch_partial(record: RunRecord, store: Path | None = None,
     lineage ``partial``/``epoch``), loaded back with ``weights_only=True`` and registered as
     ``<run>.partial-epoch<N>`` (model spec ``run:<run>.partial-epoch<N>``).
     """
-    import hashlib
     import tempfile
 
     from .models import ModelError, load_checkpoint
@@ -126,7 +125,7 @@ def fetch_partial(record: RunRecord, store: Path | None = None,
             raise RaysamError(f"The checkpoint {folder} of the run {name} could not be made into a "
                               f"model here ({exc}); check that its base model {config.model!r} "
                               "loads on this computer.") from None
-        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        sha256 = file_sha256(path)
         dest.mkdir(parents=True, exist_ok=True)
         os.replace(path, dest / "model.pt")
     history = {h.get("epoch"): h for h in state.get("history", []) if isinstance(h, dict)}

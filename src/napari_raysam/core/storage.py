@@ -131,6 +131,17 @@ def _hash_stream(stream, sink: Callable[[bytes], None] | None = None) -> str:
     return h.hexdigest()
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a local file, read in chunks."""
+    with open(path, "rb") as fh:
+        return _hash_stream(fh)
+
+
+def local_path(uri: str) -> str:
+    """``file:///x`` -> ``/x``; any other URI or path unchanged."""
+    return uri[len("file://"):] if str(uri).startswith("file://") else str(uri)
+
+
 def _timed(fn: Callable, timeout: float, what: str):
     """Run a blocking storage call with a deadline (network filesystems can hang offline)."""
     box: dict = {}
@@ -335,8 +346,7 @@ class Storage:
         """Upload a checkpoint file to ``models/<sha256>/model.pt`` (skipped when it is there);
         returns its URI for the job's ``--model``."""
         local = Path(local)
-        with open(local, "rb") as fh:
-            sha = _hash_stream(fh)
+        sha = file_sha256(local)
         remote = self.path("models", sha, "model.pt")
         if not self._same(remote, local, sha):
             self.put_file(local, remote, sha)

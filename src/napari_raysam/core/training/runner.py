@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import RaysamError
 from ..paths import safe_name
-from ..storage import Storage, StorageError, is_remote_uri, redact
+from ..storage import Storage, StorageError, is_remote_uri, local_path, redact
 from .config import TrainConfig, fresh_run_name
 from .events import EventLog, Follower, read_events
 from .report import NO_VAL
@@ -74,9 +74,7 @@ def check_model_spec(spec: str) -> None:
 
 def open_run_storage(uri: str | None) -> Storage:
     """The runs storage (a folder or an object-store URI), checked writable from here."""
-    uri = uri or str(default_storage())
-    if uri.startswith("file://"):
-        uri = uri[len("file://"):]
+    uri = local_path(uri or str(default_storage()))
     if "://" not in uri:
         uri = str(Path(uri).expanduser().resolve())
     try:
