@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from napari_raysam.core.dataset import SampleInput
@@ -30,3 +32,11 @@ def inputs(n: int, start: int = 0, **kw) -> list[SampleInput]:
 def tree(path) -> dict:
     """Every file under path with its bytes, for "nothing changed" checks."""
     return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def edit_manifest(dest, change) -> None:
+    """Apply ``change`` to the dict in ``dest/manifest.json`` (a hand edit of the set)."""
+    path = dest / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
