@@ -57,21 +57,19 @@ def register_outcome(outcome, base_model: str):
     for a submitted run: a run folder on this computer is registered in place; a run in object
     storage is downloaded into the store first."""
     from napari_raysam.core.run_index import RegisteredModel, model_store_dir, register_model
+    from napari_raysam.core.runs import FETCH_FILES, download_outputs
     from napari_raysam.core.storage import Storage, file_sha256, is_remote_uri
     from napari_raysam.core.training.events import now_iso
 
-    files = ("model.pt", "report.json", "curves.png")
     if is_remote_uri(outcome.run_dir):
-        run = Storage.open(outcome.run_dir)
         dest = model_store_dir() / outcome.name
-        got = {f: str(dest / f) for f in files if run.size(run.path(f)) is not None}
-        digest = ""
-        for fname in got:
-            sha = run.download(run.path(fname), dest / fname)
-            digest = sha if fname == "model.pt" else digest
+        run = Storage.open(outcome.run_dir)
+        shas = download_outputs(run, run.root, dest)
+        got = {f: str(dest / f) for f in shas}
+        digest = shas["model.pt"]
     else:
         folder = Path(outcome.run_dir)
-        got = {f: str(folder / f) for f in files if (folder / f).is_file()}
+        got = {f: str(folder / f) for f in FETCH_FILES if (folder / f).is_file()}
         digest = file_sha256(got["model.pt"])
     model = RegisteredModel(
         name=outcome.name, path=got["model.pt"], base_model=str(base_model),

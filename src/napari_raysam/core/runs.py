@@ -283,6 +283,17 @@ def cancel(record: RunRecord, index: RunIndex | None = None, timeout: float = 15
     return index.get(record.name)
 
 
+def download_outputs(storage: Storage, run_path: str, dest: Path) -> dict[str, str]:
+    """Download a finished run's model.pt (required), report.json and curves.png (when there)
+    into ``dest``, sha256-checked and atomic; returns ``{file name: sha256}``."""
+    got: dict[str, str] = {}
+    for fname in FETCH_FILES:
+        if storage.size(f"{run_path}/{fname}") is None and fname != "model.pt":
+            continue
+        got[fname] = storage.download(f"{run_path}/{fname}", dest / fname)
+    return got
+
+
 def fetch(record: RunRecord, store: Path | None = None, index: RunIndex | None = None,
           partial: bool = False) -> RegisteredModel:
     """Download model.pt, report.json and curves.png into ``<store>/<run>/`` (sha256-checked,
@@ -312,12 +323,7 @@ def fetch(record: RunRecord, store: Path | None = None, index: RunIndex | None =
             f"The run {name} {ended_text(record)} and has no final model.pt yet. Its last Ray "
             f"checkpoint under {storage.uri_of('runs', name)} can be fetched as a partial model: "
             f"`napari-raysam runs fetch {name} --partial` (runs.fetch(record, partial=True)).")
-    got: dict[str, str] = {}
-    for fname in FETCH_FILES:
-        safe_name(fname, "file name")
-        if storage.size(f"{run_path}/{fname}") is None and fname != "model.pt":
-            continue
-        got[fname] = storage.download(f"{run_path}/{fname}", dest / fname)
+    got = download_outputs(storage, run_path, dest)
     report = json.loads((dest / "report.json").read_text()) if "report.json" in got else {}
     model = RegisteredModel(
         name=name, path=str(dest / "model.pt"), base_model=str(record.config.get("model", "tiny")),
