@@ -31,7 +31,7 @@ def isolate(prefix: str) -> Path:
 def synthetic_set(dest: Path, n: int = 3, shape: tuple[int, int] = (128, 128)):
     """``n`` synthetic cell images with labels, written as a training set (>= 1 val image)."""
     from napari_raysam.core.dataset import SampleInput, write_dataset
-    from napari_raysam.core.sample_data import make_sample
+    from napari_raysam.core.dataset.synthetic import make_sample
 
     samples = [make_sample(shape, seed=s) for s in range(n)]
     return write_dataset(dest, [SampleInput(s.image, s.labels, f"s{i}")

@@ -62,7 +62,7 @@ def bench_model(smoke: bool):
     (1024 px; weights do not change the cost). Returns (model, image size)."""
     import torch
 
-    from napari_raysam.core.models import LoadedModel, build_standard_sam, load_model
+    from napari_raysam.core.sam.models import LoadedModel, build_standard_sam, load_model
 
     if smoke:
         return load_model("tiny", device="cpu"), 256

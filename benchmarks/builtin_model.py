@@ -29,10 +29,10 @@ def centre_click(mask: np.ndarray) -> tuple[float, float]:
 
 
 def measure(spec: str, image: np.ndarray, labels: np.ndarray, cache_dir: str) -> dict:
-    from napari_raysam.core import segment as seg
-    from napari_raysam.core.embeddings import EmbeddingCache
     from napari_raysam.core.images import to_sam_rgb
-    from napari_raysam.core.models import load_model
+    from napari_raysam.core.sam import segment as seg
+    from napari_raysam.core.sam.embeddings import EmbeddingCache
+    from napari_raysam.core.sam.models import load_model
 
     model = load_model(spec, "cpu")
     cache = EmbeddingCache(cache_dir)

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from _timing import bench_model, machine, table
-from napari_raysam.core.embeddings import EmbeddingCache
+from napari_raysam.core.dataset.synthetic import make_sample
 from napari_raysam.core.images import to_sam_rgb
-from napari_raysam.core.sample_data import make_sample
+from napari_raysam.core.sam.embeddings import EmbeddingCache
 
 
 def main() -> None:

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 from _timing import bench_model, interleaved, machine, table
-from napari_raysam.core import segment
-from napari_raysam.core.embeddings import EmbeddingCache, Tiling, resolve_precision
-from napari_raysam.core.fast_encoder import run_encoder
+from napari_raysam.core.dataset.synthetic import make_sample
 from napari_raysam.core.images import to_sam_rgb
-from napari_raysam.core.sample_data import make_sample
+from napari_raysam.core.sam import segment
+from napari_raysam.core.sam.embeddings import EmbeddingCache, Tiling, resolve_precision
+from napari_raysam.core.sam.fast_encoder import run_encoder
 
 
 def fresh(tmp: Path) -> Path:

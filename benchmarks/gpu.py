@@ -27,17 +27,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import interleaved, machine, table  # noqa: E402
-from napari_raysam.core import segment  # noqa: E402
-from napari_raysam.core.embeddings import encode  # noqa: E402
-from napari_raysam.core.fast_decoder import fast_decoder_for  # noqa: E402
+from napari_raysam.core.dataset.synthetic import make_sample  # noqa: E402
 from napari_raysam.core.images import to_sam_rgb  # noqa: E402
-from napari_raysam.core.models import (  # noqa: E402
+from napari_raysam.core.sam import segment  # noqa: E402
+from napari_raysam.core.sam.embeddings import encode  # noqa: E402
+from napari_raysam.core.sam.fast_decoder import fast_decoder_for  # noqa: E402
+from napari_raysam.core.sam.models import (
     LoadedModel,
     build_standard_sam,
     build_tiny_sam,
     load_model,
 )
-from napari_raysam.core.sample_data import make_sample  # noqa: E402
 
 
 def synced(fn, device: str):
@@ -53,7 +53,7 @@ def training_rows(smoke: bool, device: str, results: dict) -> list[list]:
     """Objects/s of fine-tuning steps: ours (fp32, bf16) vs micro-sam's trainer."""
     import tempfile
 
-    from napari_raysam.core.sample_data import make_samples
+    from napari_raysam.core.dataset.synthetic import make_samples
     from training_throughput import microsam_trainer, plain_loop
 
     steps = 4 if smoke else 20

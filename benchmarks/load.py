@@ -44,7 +44,7 @@ def row(section: str, what: str, value, unit: str) -> None:
 
 def export_upload_train(root: Path, n: int, size: int) -> None:
     from napari_raysam.core.dataset import SampleInput, validate_dataset, write_dataset
-    from napari_raysam.core.sample_data import make_sample
+    from napari_raysam.core.dataset.synthetic import make_sample
     from napari_raysam.core.storage import Storage
     from napari_raysam.core.training.config import TrainConfig
     from napari_raysam.core.training.runner import run_training
@@ -66,12 +66,14 @@ def export_upload_train(root: Path, n: int, size: int) -> None:
     row("export", "validate (hashes)", time.perf_counter() - t, "s")
     assert report.ok, report.text()
     del inputs
+    from napari_raysam.core.dataset.upload import upload_dataset
+
     storage = Storage.open(str(root / "storage"))
     t = time.perf_counter()
-    _, _, uploaded, skipped = storage.upload_dataset(ts.path)
+    _, _, uploaded, skipped = upload_dataset(storage, ts.path)
     row("upload", f"upload {uploaded} files", time.perf_counter() - t, "s")
     t = time.perf_counter()
-    _, _, uploaded, skipped = storage.upload_dataset(ts.path)
+    _, _, uploaded, skipped = upload_dataset(storage, ts.path)
     row("upload", f"re-upload (skipped {skipped})", time.perf_counter() - t, "s")
     import ray
 
@@ -94,10 +96,11 @@ def export_upload_train(root: Path, n: int, size: int) -> None:
 def back_to_back_runs(root: Path, n_runs: int) -> None:
     from napari_raysam.core import runs
     from napari_raysam.core.cluster import ClusterProfile
+    from napari_raysam.core.cluster.local_head import LocalHead
     from napari_raysam.core.dataset import SampleInput, write_dataset
-    from napari_raysam.core.local_head import LocalHead
-    from napari_raysam.core.run_index import RunIndex, list_registered_models
-    from napari_raysam.core.sample_data import make_sample
+    from napari_raysam.core.dataset.synthetic import make_sample
+    from napari_raysam.core.model_store import list_registered_models
+    from napari_raysam.core.runs.records import RunIndex
 
     ts = write_dataset(root / "two", [SampleInput(make_sample((96, 96), seed=s).image,
                                                   make_sample((96, 96), seed=s).labels, f"s{s}")
@@ -149,8 +152,8 @@ def _prompt_cycles(root: Path, cycles: int) -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_raysam._qt.segment_widget import SegmentWidget
-    from napari_raysam.core.embeddings import EmbeddingCache
-    from napari_raysam.core.sample_data import make_sample
+    from napari_raysam.core.dataset.synthetic import make_sample
+    from napari_raysam.core.sam.embeddings import EmbeddingCache
 
     viewer = napari.Viewer(show=False)
     sample = make_sample((512, 512), seed=7)

@@ -46,7 +46,7 @@ def napari_follow(root: Path, head, dataset: Path, epochs: int) -> None:
     import napari
 
     from napari_raysam._qt.train_widget import TrainWidget
-    from napari_raysam.core.sample_data import make_sample
+    from napari_raysam.core.dataset.synthetic import make_sample
 
     with headless():
         viewer = napari.Viewer(show=True)
@@ -86,7 +86,7 @@ def napari_follow(root: Path, head, dataset: Path, epochs: int) -> None:
 def worker_run(head, profile, dataset: Path, model: str, mode: str, steps: int,
                timeout: float) -> None:
     from napari_raysam.core import runs
-    from napari_raysam.core.run_index import TERMINAL
+    from napari_raysam.core.runs.records import TERMINAL
 
     options = {"model": model, "mode": mode, "epochs": 1, "workers": 1, "cpus_per_worker": 2,
                "gpus_per_worker": 0.0, "lr": 1e-4, "objects_per_image": 8,
@@ -141,7 +141,7 @@ def main() -> None:
     print(f"machine: {machine()}; {'smoke' if args.smoke else 'full'}", flush=True)
 
     from napari_raysam.core.cluster import ClusterProfile
-    from napari_raysam.core.local_head import LocalHead
+    from napari_raysam.core.cluster.local_head import LocalHead
 
     head = LocalHead(state_file=root / "head.json", num_cpus=2)
     profile = ClusterProfile(storage=str(root / "storage"))
@@ -156,7 +156,7 @@ def main() -> None:
         else:
             import torch
 
-            from napari_raysam.core.models import build_standard_sam, save_checkpoint
+            from napari_raysam.core.sam.models import build_standard_sam, save_checkpoint
 
             torch.manual_seed(0)
             model = str(save_checkpoint(root / "vit_b_random.pt", build_standard_sam("vit_b"),

@@ -15,11 +15,11 @@ import argparse
 import numpy as np
 
 from _timing import interleaved, machine, table
-from napari_raysam.core import segment
-from napari_raysam.core.embeddings import encode
+from napari_raysam.core.dataset.synthetic import make_sample
 from napari_raysam.core.images import to_sam_rgb
-from napari_raysam.core.models import LoadedModel, ModelError, build_standard_sam, load_model
-from napari_raysam.core.sample_data import make_sample
+from napari_raysam.core.sam import segment
+from napari_raysam.core.sam.embeddings import encode
+from napari_raysam.core.sam.models import LoadedModel, ModelError, build_standard_sam, load_model
 
 PROMPTS = {  # fractions of the image size: (row, col) points, (r0, c0, r1, c1) boxes
     "point": {"points": [[0.45, 0.4]], "labels": [1]},

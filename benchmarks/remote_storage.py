@@ -5,7 +5,7 @@
 Side by side in one run, each on the same work: an S3-protocol server on 127.0.0.1
 (``moto_server``, the tests' :class:`S3Server`) and a local folder standing in for NFS.
 
-* upload: a 200-image training set (256 px uint16 + labels) through ``Storage.upload_dataset``;
+* upload: a 200-image training set (256 px uint16 + labels) through ``upload_dataset``;
   seconds and bytes sent, then the same set again (nothing is sent: every file is already there
   with its sha256);
 * time to first metric: ``runs.submit`` + ``runs.follow`` to the embedded LocalHead (warm),
@@ -40,7 +40,7 @@ def big_set(dest: Path, n: int):
     import numpy as np
 
     from napari_raysam.core.dataset import SampleInput, write_dataset
-    from napari_raysam.core.sample_data import make_samples
+    from napari_raysam.core.dataset.synthetic import make_samples
 
     samples = make_samples(n, shape=(256, 256), seed=5)
     return write_dataset(dest, [SampleInput((s.image * 50).astype(np.uint16), s.labels, f"s{i}")
@@ -48,16 +48,17 @@ def big_set(dest: Path, n: int):
 
 
 def upload(storage_uri: str, ts) -> dict:
+    from napari_raysam.core.dataset.upload import upload_dataset
     from napari_raysam.core.storage import Storage
 
     st = Storage.open(storage_uri)
     sizes = {r.image: (ts.path / r.image).stat().st_size for r in ts.samples}
     sizes.update({r.labels: (ts.path / r.labels).stat().st_size for r in ts.samples})
     t0 = time.perf_counter()
-    _, _, up, skipped = st.upload_dataset(ts.path)
+    _, _, up, skipped = upload_dataset(st, ts.path)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _, _, up2, skipped2 = st.upload_dataset(ts.path)
+    _, _, up2, skipped2 = upload_dataset(st, ts.path)
     again = time.perf_counter() - t0
     return {"first_s": first, "bytes": sum(sizes.values()) + (ts.path / "manifest.json")
             .stat().st_size, "files": up, "again_s": again, "again_files": up2,
@@ -87,7 +88,7 @@ def first_metric(head, storage_uri: str, dataset: Path) -> float:
 
 def fetch_time(storage_uri: str, size_mb: int, root: Path) -> float:
     from napari_raysam.core import runs
-    from napari_raysam.core.run_index import RunIndex, RunRecord
+    from napari_raysam.core.runs.records import RunIndex, RunRecord
     from napari_raysam.core.storage import Storage
 
     st = Storage.open(storage_uri)
@@ -113,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     n_images, size_mb, repeats = (20, 40, 1) if args.smoke else (200, 375, 3)
     root = isolate("raysam-remote-")
-    from napari_raysam.core.local_head import LocalHead
+    from napari_raysam.core.cluster.local_head import LocalHead
     from remote_cluster import S3Server
 
     s3 = S3Server(root)

@@ -87,9 +87,9 @@ def run(root: Path, smoke: bool) -> tuple[list, dict]:
 
     from napari_raysam._qt.segment_widget import SegmentWidget
     from napari_raysam._qt.train_widget import TrainWidget
-    from napari_raysam.core.embeddings import EmbeddingCache
-    from napari_raysam.core.local_head import LocalHead
-    from napari_raysam.core.sample_data import make_sample
+    from napari_raysam.core.cluster.local_head import LocalHead
+    from napari_raysam.core.dataset.synthetic import make_sample
+    from napari_raysam.core.sam.embeddings import EmbeddingCache
 
     rows: list = []
     notes: dict = {}
@@ -121,7 +121,7 @@ def run(root: Path, smoke: bool) -> tuple[list, dict]:
     else:  # a random vit_b (weights do not change the cost; no download)
         import torch
 
-        from napari_raysam.core.models import LoadedModel, build_standard_sam
+        from napari_raysam.core.sam.models import LoadedModel, build_standard_sam
 
         torch.manual_seed(0)
         segment.model = LoadedModel("vit_b", "vit_b", build_standard_sam("vit_b").eval(), "cpu")

@@ -35,7 +35,7 @@ MARKS = ("head ready", "submitted", "RUNNING", "start", "baseline", "epoch", "en
 def timed_run(head, profile, dataset: Path, cold: bool, timeout: float) -> dict:
     """One run; seconds from t0 to each milestone, plus the first epoch's own duration."""
     from napari_raysam.core import runs
-    from napari_raysam.core.run_index import TERMINAL
+    from napari_raysam.core.runs.records import TERMINAL
 
     t0 = time.perf_counter()
     if cold:
@@ -82,7 +82,7 @@ def main() -> None:
           flush=True)
 
     from napari_raysam.core.cluster import ClusterProfile
-    from napari_raysam.core.local_head import LocalHead
+    from napari_raysam.core.cluster.local_head import LocalHead
 
     dataset = synthetic_set(root / "set", n=3, shape=(128, 128)).path
     profile = ClusterProfile(storage=str(root / "storage"))  # the embedded local profile

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 
 from napari_raysam.core.dataset import SampleInput, write_dataset
+from napari_raysam.core.dataset.synthetic import make_samples
 from napari_raysam.core.images import to_sam_rgb
-from napari_raysam.core.models import build_tiny_sam
-from napari_raysam.core.sample_data import make_samples
-from napari_raysam.core.training import prompts
-from napari_raysam.core.training.data import dihedral
-from napari_raysam.core.training.engine import SamStep, encode
+from napari_raysam.core.sam import prompts
+from napari_raysam.core.sam.engine import encode_tiles
+from napari_raysam.core.sam.models import build_tiny_sam
+from napari_raysam.core.sam.tiles import dihedral
+from napari_raysam.core.training.step import SamStep
 from napari_raysam.core.training.trainable import setup_mode
 
 N_OBJ, ROUNDS = 8, 3
@@ -56,7 +57,7 @@ def plain_loop(samples, mode: str, steps: int, sam=None, device: str = "cpu",
             if mode == "decoder":
                 if (i, v) not in cache:
                     with torch.no_grad():
-                        cache[(i, v)] = encode(sam, x)
+                        cache[(i, v)] = encode_tiles(sam, x)
                 x = cache[(i, v)]
             loss, n = step(x, [masks], prompts.first_prompt_kind(it), ROUNDS, gen, 0.025,
                            prompts.shared_unit(0, it) < 0.5)
@@ -114,7 +115,7 @@ def microsam_trainer(samples, steps: int, root: Path, sam=None, device: str = "c
 def vit_t_model(path: Path | None = None):
     """MobileSAM's architecture with seeded random weights (equal in every harness); saved as
     our checkpoint at ``path`` for the Ray runs."""
-    from napari_raysam.core.models import build_standard_sam, save_checkpoint
+    from napari_raysam.core.sam.models import build_standard_sam, save_checkpoint
 
     torch.manual_seed(0)
     sam = build_standard_sam("vit_t")

@@ -3,7 +3,7 @@
 ``python scripts/make_tiny_checkpoint.py`` trains the tiny SAM architecture (about 0.4 M
 parameters, 256 px input; ``core.models.TinyConfig``) from its seeded random initialisation,
 all weights (FULL mode), in one process, on synthetic "round" fluorescence cells
-(``core.sample_data``, seeded; 40 images plus 20 packed tighter, most cells touching; never the
+(``core.dataset.synthetic``, seeded; 40 images plus 20 packed tighter, most cells touching; never the
 built-in sample's images and never another style: the demo fine-tunes on the unseen "elongated"
 style), with the training engine's own step (``SamStep``: micro-sam's recipe of a point or box
 prompt plus correction rounds). It then picks the thresholds of micro-sam's mask generator
@@ -37,7 +37,7 @@ def dense_style():
     """The round style packed tighter: more cells per image, most of them touching."""
     from dataclasses import replace
 
-    from napari_raysam.core.sample_data import STYLES
+    from napari_raysam.core.dataset.synthetic import STYLES
 
     return replace(STYLES[STYLE], name=f"{STYLE}-dense", area_per_cell=2400.0, packing=0.7)
 
@@ -48,7 +48,7 @@ def build_dataset(folder: Path, images: int, dense: int, seed: int) -> str:
     import numpy as np
 
     from napari_raysam.core.dataset import SampleInput, write_dataset
-    from napari_raysam.core.sample_data import SAMPLE_SEED, make_samples
+    from napari_raysam.core.dataset.synthetic import SAMPLE_SEED, make_samples
 
     samples = (make_samples(images, style=STYLE, seed=seed)
                + make_samples(dense, style=dense_style(), seed=seed + 1))
@@ -81,10 +81,10 @@ def tune_automatic(sam, config, dataset: str) -> dict:
 
     import numpy as np
 
-    from napari_raysam.core.embeddings import EmbeddingCache
-    from napari_raysam.core.models import LoadedModel
-    from napari_raysam.core.segment import automatic_generator, drop_small_objects
-    from napari_raysam.core.training.data import load_shard
+    from napari_raysam.core.dataset.shards import load_shard
+    from napari_raysam.core.sam.embeddings import EmbeddingCache
+    from napari_raysam.core.sam.models import LoadedModel
+    from napari_raysam.core.sam.segment import automatic_generator, drop_small_objects
 
     model = LoadedModel("tiny_cells", "tiny", sam.eval(), "cpu", tiny_config=config)
     with tempfile.TemporaryDirectory(prefix="tiny-cells-amg-") as tmp:
@@ -112,8 +112,8 @@ def tune_automatic(sam, config, dataset: str) -> dict:
 
 
 def evaluate(sam, config, dataset: str, rounds: int) -> dict:
-    from napari_raysam.core.evaluate import evaluate_model
-    from napari_raysam.core.models import LoadedModel
+    from napari_raysam.core.sam.evaluate import evaluate_model
+    from napari_raysam.core.sam.models import LoadedModel
 
     sam.eval()
     row = evaluate_model(LoadedModel("tiny_cells", "tiny", sam, "cpu", tiny_config=config),
@@ -127,10 +127,12 @@ def train(args) -> dict:
     import numpy as np
     import torch
 
-    from napari_raysam.core.models import TinyConfig, build_tiny_sam, save_checkpoint
-    from napari_raysam.core.training import prompts
-    from napari_raysam.core.training.data import epoch_tiles, fixed_tiles, load_shard, tile_arrays
-    from napari_raysam.core.training.engine import SamStep
+    from napari_raysam.core.dataset.shards import load_shard
+    from napari_raysam.core.sam import prompts
+    from napari_raysam.core.sam.models import TinyConfig, build_tiny_sam, save_checkpoint
+    from napari_raysam.core.sam.tiles import fixed_tiles, tile_arrays
+    from napari_raysam.core.training.data import epoch_tiles
+    from napari_raysam.core.training.step import SamStep
 
     torch.set_num_threads(args.threads)
     config = TinyConfig()

@@ -58,7 +58,7 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from napari_raysam.core.models import load_model
+    from napari_raysam.core.sam.models import load_model
 
     return load_model("tiny", device="cpu")
 
@@ -66,7 +66,7 @@ def tiny_model():
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """One real ``ray start --head`` on 127.0.0.1 per test module, stopped by its own PID."""
-    from napari_raysam.core.local_head import LocalHead
+    from napari_raysam.core.cluster.local_head import LocalHead
 
     head = LocalHead(state_file=tmp_path_factory.mktemp("head") / "head.json", num_cpus=2)
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from napari_raysam.core.local_head import PORT_NAMES, HeadState, free_ports
+from napari_raysam.core.cluster.local_head import PORT_NAMES, HeadState, free_ports
 
 NODE_PORTS = ("node_manager_port", "object_manager_port", "metrics_export_port",
               "dashboard_agent_listen_port", "dashboard_agent_grpc_port",

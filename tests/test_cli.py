@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from napari_raysam import cli
-from napari_raysam.core.run_text import before_after_table
+from napari_raysam.core.runs.text import before_after_table
 from napari_raysam.core.training.report import NO_VAL
 
 BEFORE = {"val_miou_point": 0.41, "val_miou_box": 0.52, "val_miou_corrected": 0.60,
@@ -89,7 +89,7 @@ def test_demo_prints_the_same_table(tmp_path):
 def _fake_training(calls: list):
     """Stands in for core.training.runner.run_training: writes a real tiny model.pt and a
     report.json into the run folder, as a folder-storage run leaves them."""
-    from napari_raysam.core.models import load_model, save_checkpoint
+    from napari_raysam.core.sam.models import load_model, save_checkpoint
     from napari_raysam.core.training.runner import RunOutcome
 
     def run_training(config, on_event=None, log_to_driver=True):
@@ -106,8 +106,8 @@ def _fake_training(calls: list):
 
 
 def test_train_registers_its_model_and_prints_before_after(tmp_path, monkeypatch, capsys):
-    from napari_raysam.core.models import load_model
-    from napari_raysam.core.run_index import list_registered_models
+    from napari_raysam.core.model_store import list_registered_models
+    from napari_raysam.core.sam.models import load_model
     from napari_raysam.core.training import runner
 
     calls: list = []
@@ -130,7 +130,7 @@ def test_train_registers_its_model_and_prints_before_after(tmp_path, monkeypatch
 
 
 def test_models_list_groups_builtin_microsam_and_registered(capsys):
-    from napari_raysam.core.models import registry_names
+    from napari_raysam.core.sam.models import registry_names
 
     assert cli.main(["models", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -19,7 +19,7 @@ from napari_raysam import cli
 @pytest.fixture(autouse=True)
 def only_dataset_commands(monkeypatch):
     """Isolate from other command groups (they may be mid-development)."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("napari_raysam.cli_dataset",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("napari_raysam.cli.dataset",))
 
 
 def _folders(tmp_path: Path, n: int = 3, start: int = 0) -> tuple[Path, Path]:
@@ -86,7 +86,7 @@ def test_user_errors_exit_2(tmp_path, capsys):
     assert cli.main(["dataset"]) == 1
 
 
-@pytest.mark.skipif(importlib.util.find_spec("napari_raysam.cli_models") is None,
+@pytest.mark.skipif(importlib.util.find_spec("napari_raysam.cli.models") is None,
                     reason="the dispatcher's other command module is not written yet")
 def test_info_in_a_subprocess(tmp_path):
     imgs, labs = _folders(tmp_path, n=2)

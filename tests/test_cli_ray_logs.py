@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from napari_raysam.core.dataset import SampleInput, write_dataset
-from napari_raysam.core.sample_data import make_samples
+from napari_raysam.core.dataset.synthetic import make_samples
 
 #: Lines Ray printed into `napari-raysam train`/`submit` output before.
 RAY_LINES = ("Started a local Ray instance", "Token authentication is", "Uploading package",
@@ -19,7 +19,7 @@ RAY_LINES = ("Started a local Ray instance", "Token authentication is", "Uploadi
 
 
 def test_configure_logging_quiets_ray_and_the_jobs_sdk_unless_verbose():
-    from napari_raysam.cli_logging import RAY_LOGGERS, configure_logging
+    from napari_raysam.cli.log_setup import RAY_LOGGERS, configure_logging
 
     names = (*RAY_LOGGERS, "ray._private.worker", "ray._private.runtime_env.packaging",
              "ray._private.authentication.authentication_token_setup")

@@ -16,11 +16,11 @@ from napari_raysam.core.cluster import (
     ClusterProfile,
     ProfileStore,
     connect,
-    probe,
     validate_address,
     validate_token,
 )
-from napari_raysam.core.local_head import LocalHead
+from napari_raysam.core.cluster.connection import probe
+from napari_raysam.core.cluster.local_head import LocalHead
 
 
 @pytest.fixture
@@ -156,7 +156,7 @@ def test_token_auth_connect_submit_cancel_and_no_token_leaks(token_head, dirs, m
                                                              tmp_path):
     from napari_raysam.core import runs
     from napari_raysam.core.dataset import SampleInput, write_dataset
-    from napari_raysam.core.sample_data import make_samples
+    from napari_raysam.core.dataset.synthetic import make_samples
 
     monkeypatch.setenv("RS_TOKEN", TOKEN)
     monkeypatch.setenv("RS_WRONG", "wrong" + TOKEN[5:-3])

@@ -11,7 +11,6 @@ import pytest
 import tifffile
 
 from dataset_helpers import cells, edit_manifest, inputs, tree
-from napari_raysam.core import dataset_write
 from napari_raysam.core.dataset import (
     SCHEMA_VERSION,
     DatasetError,
@@ -22,6 +21,7 @@ from napari_raysam.core.dataset import (
     validate_dataset,
     write_dataset,
 )
+from napari_raysam.core.dataset import write as dataset_write
 from napari_raysam.core.errors import RaysamError
 from napari_raysam.core.images import ImagePolicy, to_sam_rgb
 

@@ -1,4 +1,4 @@
-"""Debris of killed exports: who removes what, and what stays (core.dataset_debris)."""
+"""Debris of killed exports: who removes what, and what stays (core.dataset.debris)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import sys
 
 from dataset_helpers import inputs, tree
-from napari_raysam.core import dataset_debris
+from napari_raysam.core.dataset import debris as dataset_debris
 from napari_raysam.core.dataset import validate_dataset, write_dataset
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from napari_raysam.core.dataset import SampleInput, write_dataset
-from napari_raysam.core.sample_data import make_samples
+from napari_raysam.core.dataset.synthetic import make_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,8 +26,8 @@ def _round_set(path: Path) -> str:
 
 
 def test_tiny_cells_loads_offline_and_beats_random_tiny(tmp_path):
-    from napari_raysam.core.evaluate import evaluate_model
-    from napari_raysam.core.models import load_model
+    from napari_raysam.core.sam.evaluate import evaluate_model
+    from napari_raysam.core.sam.models import load_model
 
     model = load_model("tiny_cells", device="cpu")
     assert model.spec == "tiny_cells" and model.model_type == "tiny"
@@ -42,7 +42,7 @@ def test_tiny_cells_loads_offline_and_beats_random_tiny(tmp_path):
 
 
 def test_missing_shipped_weights_say_how_to_make_them():
-    from napari_raysam.core.models import ModelError, shipped_weights
+    from napari_raysam.core.sam.models import ModelError, shipped_weights
 
     with pytest.raises(ModelError, match="make_tiny_checkpoint.py"):
         shipped_weights("not_shipped")
@@ -86,7 +86,7 @@ def test_demo_small_through_the_cli(tmp_path):
     report = json.loads(paths["report"].read_text())
     assert report["after"]["val_miou_point"] > report["before"]["val_miou_point"], report
     assert report["base_model"] == "tiny_cells"  # resolved in the job from the shipped package
-    from napari_raysam.core.run_index import list_registered_models
+    from napari_raysam.core.model_store import list_registered_models
 
     (registered,) = list_registered_models()  # fetched through the Jobs API and registered
     assert Path(registered.path) == paths["checkpoint"]

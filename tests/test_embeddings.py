@@ -3,12 +3,12 @@ import errno
 import numpy as np
 import pytest
 
-from napari_raysam.core import segment
-from napari_raysam.core.embeddings import EmbeddingCache, Tiling, resolve_precision
+from napari_raysam.core.dataset.synthetic import make_sample
 from napari_raysam.core.errors import RaysamError
 from napari_raysam.core.images import to_sam_rgb
-from napari_raysam.core.models import load_model
-from napari_raysam.core.sample_data import make_sample
+from napari_raysam.core.sam import segment
+from napari_raysam.core.sam.embeddings import EmbeddingCache, Tiling, resolve_precision
+from napari_raysam.core.sam.models import load_model
 
 
 class EncoderCalls:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from napari_raysam.core.dataset import SampleInput, write_dataset
+from napari_raysam.core.dataset.synthetic import make_samples
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.evaluate import evaluate_model, evaluate_models, format_table
-from napari_raysam.core.sample_data import make_samples
+from napari_raysam.core.sam.evaluate import evaluate_model, evaluate_models, format_table
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 
 from napari_raysam._qt.export_widget import ExportWidget
 from napari_raysam.core.dataset import open_dataset
-from napari_raysam.core.sample_data import make_sample
+from napari_raysam.core.dataset.synthetic import make_sample
 
 
 def sparse(labels: np.ndarray, keep: int = 3) -> np.ndarray:

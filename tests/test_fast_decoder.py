@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_raysam.core import fast_decoder, segment
-from napari_raysam.core.embeddings import EmbeddingCache, Tiling
+from napari_raysam.core.dataset.synthetic import make_sample
 from napari_raysam.core.images import to_sam_rgb
-from napari_raysam.core.models import LoadedModel, build_standard_sam
-from napari_raysam.core.sample_data import make_sample
+from napari_raysam.core.sam import fast_decoder, segment
+from napari_raysam.core.sam.embeddings import EmbeddingCache, Tiling
+from napari_raysam.core.sam.models import LoadedModel, build_standard_sam
 
 MIN_IOU = 0.99
 
@@ -150,7 +150,7 @@ def test_mask_prompt_agrees(scenes):
 def test_dense_pe_follows_new_weights():
     import torch
 
-    from napari_raysam.core.models import build_tiny_sam
+    from napari_raysam.core.sam.models import build_tiny_sam
 
     sam = build_tiny_sam(seed=0).eval()
     decoder = fast_decoder.FastDecoder(sam)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_raysam.core import fast_encoder
-from napari_raysam.core.architectures import TinyConfig, build_tiny_sam
+from napari_raysam.core.sam import fast_encoder
+from napari_raysam.core.sam.architectures import TinyConfig, build_tiny_sam
 
 
 def _encoder(**overrides):

@@ -20,8 +20,8 @@ import psutil
 import pytest
 
 from napari_raysam.core.dataset import SampleInput, validate_dataset, write_dataset
-from napari_raysam.core.dataset_debris import host_id
-from napari_raysam.core.sample_data import make_sample
+from napari_raysam.core.dataset.debris import host_id
+from napari_raysam.core.dataset.synthetic import make_sample
 
 ODD = "my set ü 細胞"
 
@@ -91,14 +91,11 @@ def test_export_killed_midway_leaves_previous_set_intact(tmp_path, mode):
 
 def test_interrupted_checkpoint_download_is_never_registered(tmp_path, monkeypatch):
     import napari_raysam.core.storage as storage_mod
-    from napari_raysam.core import models, runs
+    from napari_raysam.core import runs
     from napari_raysam.core.errors import RaysamError
-    from napari_raysam.core.run_index import (
-        RunIndex,
-        RunRecord,
-        list_registered_models,
-        model_store_dir,
-    )
+    from napari_raysam.core.model_store import list_registered_models, model_store_dir
+    from napari_raysam.core.runs.records import RunIndex, RunRecord
+    from napari_raysam.core.sam import models
 
     run_dir = tmp_path / "storage" / "runs" / "run-cut"
     run_dir.mkdir(parents=True)
@@ -139,7 +136,7 @@ def test_interrupted_checkpoint_download_is_never_registered(tmp_path, monkeypat
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
-    from napari_raysam.core.local_head import LocalHead
+    from napari_raysam.core.cluster.local_head import LocalHead
 
     lh = LocalHead(state_file=tmp_path_factory.mktemp("fh") / "h.json", num_cpus=2)
     state = lh.start()
@@ -180,8 +177,9 @@ def _driver(head_pid: int, run: str, timeout: float = 120) -> psutil.Process:
 
 @pytest.mark.ray
 def test_odd_path_training_set_trains_on_the_cluster(profile, tmp_path):
-    from napari_raysam.core import models, runs
-    from napari_raysam.core.run_index import RunIndex
+    from napari_raysam.core import runs
+    from napari_raysam.core.runs.records import RunIndex
+    from napari_raysam.core.sam import models
 
     ts = write_dataset(tmp_path / ODD / "train set é", _inputs(2, 96))
     record = runs.submit(profile, ts.path, {"epochs": 1, "workers": 1, "lr": 3e-3})
@@ -196,12 +194,13 @@ def test_killed_job_driver_fails_with_log_tail_and_keeps_checkpoint(head, profil
     import torch
 
     from napari_raysam.core import runs
-    from napari_raysam.core.embeddings import EmbeddingCache
     from napari_raysam.core.errors import RaysamError
     from napari_raysam.core.images import to_sam_rgb
-    from napari_raysam.core.models import load_model
-    from napari_raysam.core.run_index import RunIndex, list_registered_models
-    from napari_raysam.core.segment import segment
+    from napari_raysam.core.model_store import list_registered_models
+    from napari_raysam.core.runs.records import RunIndex
+    from napari_raysam.core.sam.embeddings import EmbeddingCache
+    from napari_raysam.core.sam.models import load_model
+    from napari_raysam.core.sam.segment import segment
     from napari_raysam.core.training.config import TrainConfig
     from napari_raysam.core.training.runner import build_trained_sam
 

@@ -13,7 +13,7 @@ from napari_raysam.core.dataset import (
     planned_splits,
     write_dataset,
 )
-from napari_raysam.core.run_text import failure_reason, run_item_text, run_status_text
+from napari_raysam.core.runs.text import failure_reason, run_item_text, run_status_text
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 10])

@@ -4,9 +4,9 @@ import time
 import pytest
 import torch
 
-from napari_raysam.core import models
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.models import ModelError, TinyConfig
+from napari_raysam.core.sam import models
+from napari_raysam.core.sam.models import ModelError, TinyConfig
 
 
 def test_tiny_model_is_small_and_seeded():

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from napari_raysam.core.dataset import SampleInput, write_dataset
-from napari_raysam.core.sample_data import make_sample
+from napari_raysam.core.dataset.synthetic import make_sample
 
 pytestmark = pytest.mark.ray
 EPOCHS = 4
@@ -77,7 +77,7 @@ def test_napari_killed_mid_run_run_succeeds_and_new_dock_reattaches(
         qtbot, make_napari_viewer, ray_head, tmp_path):
     from napari_raysam._qt.train_widget import TrainWidget
     from napari_raysam.core import runs
-    from napari_raysam.core.run_index import RunIndex
+    from napari_raysam.core.runs.records import RunIndex
 
     assert os.environ.get("DISPLAY"), "pytest-xvfb gives the child napari its display"
     samples = [make_sample((96, 96), seed=s) for s in range(3)]

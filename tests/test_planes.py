@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_raysam.core import planes
 from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.sam import planes
 
 
 def test_select_plane_2d_stack_and_channels():

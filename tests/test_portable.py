@@ -85,7 +85,7 @@ def test_local_head_stop_ends_its_process_tree_only(tmp_path):
 
     import psutil
 
-    from napari_raysam.core.local_head import HeadState, LocalHead, default_temp_root
+    from napari_raysam.core.cluster.local_head import HeadState, LocalHead, default_temp_root
     from napari_raysam.core.paths import write_json_atomic
 
     assert len(default_temp_root()) < 20  # Ray's Unix socket paths under it stay short

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from napari_raysam._qt.prompt_layers import BOXES, POINTS, PREVIEW
-from napari_raysam.core.embeddings import EmbeddingCache
-from napari_raysam.core.sample_data import make_sample
+from napari_raysam.core.dataset.synthetic import make_sample
+from napari_raysam.core.sam.embeddings import EmbeddingCache
 
 TIMEOUT = 60_000
 
@@ -177,7 +177,7 @@ def test_segment_dock_prompt_inputs(embedded, case, expected):
 def _model_file(case: str, path):
     import torch
 
-    from napari_raysam.core import models
+    from napari_raysam.core.sam import models
 
     if case == "html-page":
         path.write_text("<!DOCTYPE html><html><body>502 Bad Gateway</body></html>")

@@ -14,7 +14,7 @@ import pytest
 import tifffile
 
 from conftest import free_port
-from napari_raysam.core.sample_data import make_sample
+from napari_raysam.core.dataset.synthetic import make_sample
 
 ODD = "my set ü 細胞"  # a folder name with spaces and non-ASCII characters
 

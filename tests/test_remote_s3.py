@@ -19,7 +19,7 @@ import pytest
 
 from napari_raysam.core.cluster import ClusterProfile, connect
 from napari_raysam.core.dataset import SampleInput, write_dataset
-from napari_raysam.core.sample_data import make_samples
+from napari_raysam.core.dataset.synthetic import make_samples
 from napari_raysam.core.storage import StorageError
 from remote_cluster import IsolatedNode, S3Server, node_env
 
@@ -173,8 +173,8 @@ def test_remote_run_over_s3_resumes_after_a_lost_node(s3, cluster, client_env, t
     fetched = next(e for e in events if e.get("event") == "fetched")
 
     # the model is in the client's store and loads (weights_only) as run:NAME
-    from napari_raysam.core.models import load_model
-    from napari_raysam.core.run_index import RunIndex
+    from napari_raysam.core.runs.records import RunIndex
+    from napari_raysam.core.sam.models import load_model
 
     model = load_model(f"run:{run}", device="cpu")
     assert model.model_type == "tiny" and Path(fetched["path"]).is_file()
@@ -223,7 +223,7 @@ def test_remote_run_without_retries_fails_and_its_checkpoint_comes_back(
     assert fetch.returncode == 0, fetch.stdout + fetch.stderr
     got = json.loads(fetch.stdout.strip().splitlines()[-1])
     assert got["partial"] and got["epoch"] >= 1 and got["name"].startswith(f"{run}.partial-")
-    from napari_raysam.core.models import load_model
+    from napari_raysam.core.sam.models import load_model
 
     model = load_model(f"run:{got['name']}", device="cpu")
     assert model.lineage["partial"] and model.lineage["epoch"] == got["epoch"]
@@ -257,7 +257,7 @@ def _profile(cluster, uri: str) -> ClusterProfile:
 ])
 def test_preflight_failures_on_this_computer(s3, cluster, monkeypatch, training_set, case,
                                              match):
-    from napari_raysam.core.local_head import free_ports
+    from napari_raysam.core.cluster.local_head import free_ports
     from napari_raysam.core.runs import submit
 
     user = {"wrong credentials": "bad", "read-only credentials": "ro"}.get(case, "rw")

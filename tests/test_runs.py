@@ -14,9 +14,12 @@ import pytest
 
 from napari_raysam.core import runs
 from napari_raysam.core.cluster import ClusterProfile, make_client
+from napari_raysam.core.cluster.local_head import LocalHead
+from napari_raysam.core.dataset.upload import upload_dataset
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.local_head import LocalHead
-from napari_raysam.core.run_index import RunIndex, RunRecord, list_registered_models
+from napari_raysam.core.model_store import list_registered_models
+from napari_raysam.core.runs.records import RunIndex, RunRecord
+from napari_raysam.core.storage import Storage
 from napari_raysam.core.training.events import append_event
 
 
@@ -95,7 +98,7 @@ def _fake_run(storage: Path, name: str, epochs=(1, 2), final: bool = False) -> P
     (decoder-mode weights of the tiny SAM), and model.pt when it finished."""
     import torch
 
-    from napari_raysam.core import models
+    from napari_raysam.core.sam import models
     from napari_raysam.core.training.config import TrainConfig
     from napari_raysam.core.training.trainable import setup_mode, trainable_state
 
@@ -120,7 +123,7 @@ def _fake_run(storage: Path, name: str, epochs=(1, 2), final: bool = False) -> P
 
 
 def test_partial_fetch_takes_the_newest_complete_checkpoint(dirs):
-    from napari_raysam.core.models import load_model
+    from napari_raysam.core.sam.models import load_model
 
     storage = dirs["cache"] / "st"
     run_dir = _fake_run(storage, "run-failed", epochs=(1, 2, 3))
@@ -271,7 +274,7 @@ def test_cancel_stops_the_job_and_its_processes(profile):
 @pytest.fixture
 def training_set(tmp_path):
     from napari_raysam.core.dataset import SampleInput, write_dataset
-    from napari_raysam.core.sample_data import make_samples
+    from napari_raysam.core.dataset.synthetic import make_samples
 
     samples = make_samples(4, shape=(128, 128))
     return write_dataset(tmp_path / "train set", [SampleInput(s.image, s.labels, f"i{i}")
@@ -280,7 +283,7 @@ def training_set(tmp_path):
 
 @pytest.mark.ray
 def test_real_training_run_fetch_register_and_reattach(profile, training_set, dirs):
-    from napari_raysam.core.models import load_checkpoint
+    from napari_raysam.core.sam.models import load_checkpoint
 
     record = runs.submit(profile, training_set.path, {"epochs": 1, "workers": 1})
     assert record.dataset_hash == training_set.content_hash
@@ -302,14 +305,14 @@ def test_real_training_run_fetch_register_and_reattach(profile, training_set, di
     assert replay[-1]["status"] == "SUCCEEDED"
     # the same data is not uploaded twice
     assert runs.submit.__module__ and \
-        runs.Storage.open(profile.storage).upload_dataset(training_set.path)[2] == 0
+        upload_dataset(Storage.open(profile.storage), training_set.path)[2] == 0
 
 
 @pytest.mark.ray
 def test_local_head_runs_one_job_at_a_time(head):
     """Runs submitted back to back queue on the embedded head instead of all starting at once
     (20 concurrent drivers exhausted memory on a 2-core laptop in benchmarks/load.py)."""
-    from napari_raysam.core.local_head import RUN_SLOT
+    from napari_raysam.core.cluster.local_head import RUN_SLOT
     from napari_raysam.core.training.config import fresh_run_name
 
     client = make_client(head[1].address)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_raysam.core.sample_data import (
+from napari_raysam.core.dataset.synthetic import (
     MIN_CELL_PX,
     STYLES,
     CellStyle,
@@ -151,8 +151,8 @@ def test_builtin_sample_is_a_stack_of_planes_with_ground_truth():
 
 def test_builtin_sample_unseen_by_the_shipped_model():
     """tiny_cells trains on make_samples(..., seed=s) for its settings' seed and seed + 1."""
-    from napari_raysam.core.models import load_model
-    from napari_raysam.core.sample_data import SAMPLE_SEED
+    from napari_raysam.core.dataset.synthetic import SAMPLE_SEED
+    from napari_raysam.core.sam.models import load_model
 
     settings = load_model("tiny_cells", device="cpu").lineage["settings"]
     sample_seeds = set(np.random.SeedSequence(SAMPLE_SEED).generate_state(4).tolist())

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from napari_raysam.core import segment
-from napari_raysam.core.embeddings import EmbeddingCache
+from napari_raysam.core.dataset.synthetic import make_sample
 from napari_raysam.core.images import to_sam_rgb
-from napari_raysam.core.sample_data import make_sample
-from napari_raysam.core.segment import PromptError
+from napari_raysam.core.sam import segment
+from napari_raysam.core.sam.embeddings import EmbeddingCache
+from napari_raysam.core.sam.segment import PromptError
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_mask_generator_thresholds_tuned_for_a_model_come_from_its_lineage():
 
 def test_prompts_reach_sam_in_xy_order(tiny_model, scene, monkeypatch):
     """napari gives (row, col); SAM wants (x, y): a swap would segment the wrong place."""
-    from napari_raysam.core.fast_decoder import fast_decoder_for
+    from napari_raysam.core.sam.fast_decoder import fast_decoder_for
 
     seen = {}
     decoder = fast_decoder_for(tiny_model.sam)
@@ -93,7 +93,7 @@ def test_model_with_decoder_uses_instance_segmentation_decoder(tmp_path, scene):
     """A checkpoint with micro-sam's decoder_state gets AIS; it survives our save/load."""
     from micro_sam.instance_segmentation import get_unetr
 
-    from napari_raysam.core import models
+    from napari_raysam.core.sam import models
 
     sam = models.build_tiny_sam(seed=0)
     unetr = get_unetr(sam.image_encoder, None, "cpu")

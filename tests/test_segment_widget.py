@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_raysam.core.embeddings import EmbeddingCache
-from napari_raysam.core.sample_data import make_sample
+from napari_raysam.core.dataset.synthetic import make_sample
+from napari_raysam.core.sam.embeddings import EmbeddingCache
 
 TIMEOUT = 60_000
 
@@ -133,7 +133,7 @@ def test_automatic_segmentation_fills_labels(qtbot, dock):
 def test_model_switch_same_encoder_reuses_embedding(qtbot, dock, tmp_path):
     import torch
 
-    from napari_raysam.core import models
+    from napari_raysam.core.sam import models
 
     viewer, widget = dock
     embed(qtbot, widget)

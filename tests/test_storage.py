@@ -8,7 +8,8 @@ import pytest
 
 from napari_raysam.core import storage as storage_mod
 from napari_raysam.core.dataset import SampleInput, write_dataset
-from napari_raysam.core.sample_data import make_samples
+from napari_raysam.core.dataset.synthetic import make_samples
+from napari_raysam.core.dataset.upload import upload_dataset
 from napari_raysam.core.storage import Storage, StorageError, validate_storage_uri
 
 
@@ -41,13 +42,13 @@ def test_local_paths_become_absolute(tmp_path, monkeypatch):
 
 def test_upload_skips_what_is_there_and_repairs_damage(dataset, tmp_path):
     st = Storage.open(str(tmp_path / "storage"))
-    h, uri, up, skipped = st.upload_dataset(dataset.path)
+    h, uri, up, skipped = upload_dataset(st, dataset.path)
     assert h == dataset.content_hash and uri == str(tmp_path / "storage" / "datasets" / h)
     assert up == 7 and skipped == 0  # 3 images, 3 labels, manifest
-    assert st.upload_dataset(dataset.path)[2:] == (0, 7)
+    assert upload_dataset(st, dataset.path)[2:] == (0, 7)
     damaged = Path(uri) / dataset.samples[0].image
     damaged.write_bytes(b"garbage")
-    assert st.upload_dataset(dataset.path)[2:] == (1, 6)
+    assert upload_dataset(st, dataset.path)[2:] == (1, 6)
     from napari_raysam.core.dataset import validate_dataset
 
     assert validate_dataset(uri).ok
@@ -56,9 +57,9 @@ def test_upload_skips_what_is_there_and_repairs_damage(dataset, tmp_path):
 
 def test_upload_to_a_non_local_filesystem(dataset):
     st = Storage.open("mock:///bucket/prefix")
-    h, uri, up, _ = st.upload_dataset(dataset.path)
+    h, uri, up, _ = upload_dataset(st, dataset.path)
     assert uri == f"mock://bucket/prefix/datasets/{h}" and up == 7
-    assert st.upload_dataset(dataset.path)[2] == 0
+    assert upload_dataset(st, dataset.path)[2] == 0
     assert st.sha256(st.path("datasets", h, dataset.samples[0].labels)) == \
         dataset.samples[0].labels_sha256
 

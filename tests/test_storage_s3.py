@@ -9,8 +9,10 @@ import pytest
 
 from napari_raysam.core import node_cache
 from napari_raysam.core.dataset import SampleInput, validate_dataset, write_dataset
+from napari_raysam.core.dataset.on_node import dataset_on_node
+from napari_raysam.core.dataset.synthetic import make_samples
+from napari_raysam.core.dataset.upload import upload_dataset
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.sample_data import make_samples
 from napari_raysam.core.storage import Storage, StorageError, redact, validate_storage_uri
 from napari_raysam.core.training.events import EventLog
 from remote_cluster import S3Server
@@ -59,16 +61,16 @@ def test_the_endpoint_travels_with_every_uri(aws, tmp_path):
 
 def test_upload_to_s3_once_then_nothing_sent(aws, dataset):
     st = Storage.open(aws.uri("up"))
-    h, uri, up, skipped = st.upload_dataset(dataset.path)
+    h, uri, up, skipped = upload_dataset(st, dataset.path)
     assert (up, skipped) == (7, 0) and uri == aws.uri(f"up/datasets/{h}")
-    assert st.upload_dataset(dataset.path)[2:] == (0, 7)
+    assert upload_dataset(st, dataset.path)[2:] == (0, 7)
     assert not [k for k in aws.keys_under("up/") if ".part-" in k]
 
 
 def test_a_node_copies_a_dataset_once_verified_even_when_two_workers_ask(aws, dataset,
                                                                          monkeypatch):
     st = Storage.open(aws.uri("node"))
-    _, uri, _, _ = st.upload_dataset(dataset.path)
+    _, uri, _, _ = upload_dataset(st, dataset.path)
     downloads = []
     real = Storage.download
 
@@ -78,7 +80,7 @@ def test_a_node_copies_a_dataset_once_verified_even_when_two_workers_ask(aws, da
 
     monkeypatch.setattr(Storage, "download", counting)
     got: list[str] = []
-    threads = [threading.Thread(target=lambda: got.append(node_cache.dataset_on_node(uri)))
+    threads = [threading.Thread(target=lambda: got.append(dataset_on_node(uri)))
                for _ in range(2)]
     for t in threads:
         t.start()
@@ -86,22 +88,22 @@ def test_a_node_copies_a_dataset_once_verified_even_when_two_workers_ask(aws, da
         t.join()
     assert len(set(got)) == 1 and len(downloads) == 6  # 3 images + 3 labels, once
     assert validate_dataset(got[0]).ok
-    assert node_cache.dataset_on_node(uri) == got[0] and len(downloads) == 6  # reused
+    assert dataset_on_node(uri) == got[0] and len(downloads) == 6  # reused
 
 
 def test_a_damaged_remote_file_is_never_cached(aws, dataset):
     st = Storage.open(aws.uri("damaged"))
-    h, uri, _, _ = st.upload_dataset(dataset.path)
+    h, uri, _, _ = upload_dataset(st, dataset.path)
     aws.client().put_object(Bucket="raysam", Key=f"damaged/datasets/{h}/"
                             f"{dataset.samples[0].image}", Body=b"garbage")
     with pytest.raises(StorageError, match="sha256"):
-        node_cache.dataset_on_node(uri)
+        dataset_on_node(uri)
     assert not list((node_cache.node_cache_dir() / "datasets").glob("*/*.tif*"))
 
 
 def test_a_base_model_on_the_client_is_uploaded_by_hash_and_loaded_on_a_node(aws, tmp_path,
                                                                              tiny_model):
-    from napari_raysam.core.models import load_model, save_checkpoint
+    from napari_raysam.core.sam.models import load_model, save_checkpoint
 
     path = save_checkpoint(tmp_path / "mine.pt", tiny_model.sam, "tiny",
                            tiny_config=tiny_model.tiny_config)
@@ -129,7 +131,7 @@ def test_job_inputs_from_an_unreadable_storage_name_the_cluster(s3, monkeypatch)
     for k, v in s3.env("bad").items():
         monkeypatch.setenv(k, v)
     with pytest.raises(RaysamError, match="refused the credentials.*the cluster"):
-        node_cache.dataset_on_node(s3.uri("x/datasets/abc"))
+        dataset_on_node(s3.uri("x/datasets/abc"))
 
 
 def test_gcs_uris_are_understood_and_an_unreachable_gcs_is_named(monkeypatch):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_raysam.core import models
 from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.sam import models
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_encoder_shapes_and_mobile_sam_parameter_names():
 
 
 def test_window_bias_is_shared_by_equal_offsets():
-    from napari_raysam.core.tiny_vit import Attention
+    from napari_raysam.core.sam.tiny_vit import Attention
 
     attn = Attention(dim=8, heads=2, window=3)
     idx = attn.attention_bias_idxs
@@ -52,7 +52,7 @@ def test_window_bias_is_shared_by_equal_offsets():
 def test_mobile_sam_checkpoint_loads_and_segments(tmp_path, vit_t_file):
     from micro_sam.prompt_based_segmentation import segment_from_points
 
-    from napari_raysam.core import segment as seg
+    from napari_raysam.core.sam import segment as seg
 
     path, state = vit_t_file
     loaded = models.load_model(str(path), device="cpu")
@@ -61,7 +61,7 @@ def test_mobile_sam_checkpoint_loads_and_segments(tmp_path, vit_t_file):
     assert torch.equal(loaded.sam.state_dict()[key], state[key])
 
     rgb = np.random.default_rng(0).integers(0, 255, (200, 240, 3), dtype=np.uint8)
-    from napari_raysam.core.embeddings import EmbeddingCache
+    from napari_raysam.core.sam.embeddings import EmbeddingCache
 
     embeddings = EmbeddingCache(tmp_path / "emb").get_or_compute(loaded, rgb)
     points, labels = np.array([[100.0, 120.0]]), np.array([1])

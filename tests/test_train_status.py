@@ -12,8 +12,9 @@ import pytest
 from napari_raysam._qt import train_widget
 from napari_raysam.core import runs
 from napari_raysam.core.cluster import ClusterError
-from napari_raysam.core.dataset_format import now_iso
-from napari_raysam.core.run_index import RegisteredModel, RunRecord, register_model
+from napari_raysam.core.dataset.format import now_iso
+from napari_raysam.core.model_store import RegisteredModel, register_model
+from napari_raysam.core.runs.records import RunRecord
 
 NAME = "run-20260417-153012-a1b2c3"
 

@@ -6,8 +6,8 @@ import numpy as np
 import psutil
 import pytest
 
-from napari_raysam.core.local_head import LocalHead
-from napari_raysam.core.sample_data import make_sample
+from napari_raysam.core.cluster.local_head import LocalHead
+from napari_raysam.core.dataset.synthetic import make_sample
 
 pytestmark = pytest.mark.ray
 RUN_TIMEOUT = 300_000
@@ -131,8 +131,8 @@ def test_cancel_mid_run_leaves_the_cluster_clean(qtbot, make_napari_viewer, head
 
 def test_cancelled_run_fetches_its_last_checkpoint_as_partial(qtbot, make_napari_viewer, head,
                                                               tmp_path):
-    from napari_raysam.core.models import load_model
-    from napari_raysam.core.run_index import list_registered_models
+    from napari_raysam.core.model_store import list_registered_models
+    from napari_raysam.core.sam.models import load_model
 
     viewer = make_napari_viewer()
     dock = _start_long_run(qtbot, viewer, head, tmp_path)

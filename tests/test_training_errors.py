@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from napari_raysam.core.dataset import SampleInput, write_dataset
+from napari_raysam.core.dataset.synthetic import make_samples
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.sample_data import make_samples
 from napari_raysam.core.training.config import TrainConfig
 from napari_raysam.core.training.runner import RUN_FILE, resolve_run, run_training
 

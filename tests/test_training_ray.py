@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from napari_raysam.core.dataset import SampleInput, write_dataset
+from napari_raysam.core.dataset.synthetic import make_samples
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.sample_data import make_samples
 from napari_raysam.core.training.config import TrainConfig
 from napari_raysam.core.training.events import read_events
 from napari_raysam.core.training.runner import run_training
@@ -89,7 +89,7 @@ def test_cli_run_learns_and_writes_outputs(round_run, worker_cache):
     gain = rep["after"]["val_miou_point"] - rep["before"]["val_miou_point"]
     assert gain > 0.1, rep["summary"]
     assert rep["verdict"] == "improved"
-    from napari_raysam.core.models import load_model
+    from napari_raysam.core.sam.models import load_model
 
     model = load_model(str(run_dir / "model.pt"), device="cpu")
     assert model.model_type == "tiny"
@@ -152,7 +152,7 @@ def test_a_set_without_a_val_split_trains_and_says_there_is_no_measure(ray_clust
     assert all("val_miou_box" not in e for e in events if e["event"] == "epoch")
     report = json.loads((Path(out.run_dir) / "report.json").read_text())
     assert report["verdict"] == "no val split" and report["summary"] == NO_VAL
-    from napari_raysam.core.models import load_model
+    from napari_raysam.core.sam.models import load_model
 
     assert load_model(out.checkpoint, device="cpu").lineage["best_epoch"] == 2
 

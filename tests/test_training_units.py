@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.training import data, events, prompts, report
+from napari_raysam.core.sam import prompts, tiles
+from napari_raysam.core.sam.losses import measured_iou, sam_loss
+from napari_raysam.core.training import data, events, report
 from napari_raysam.core.training.config import TrainConfig, fresh_run_name
-from napari_raysam.core.training.losses import measured_iou, sam_loss
 
 
 def _labels():
@@ -91,12 +92,12 @@ def test_config_validation_and_names():
 
 
 def test_tiles_dihedral_and_shards():
-    assert data.tile_origins(256, 256, 256) == [(0, 0)]
-    assert data.tile_origins(600, 256, 256) == [(0, 0), (172, 0), (344, 0)]
+    assert tiles.tile_origins(256, 256, 256) == [(0, 0)]
+    assert tiles.tile_origins(600, 256, 256) == [(0, 0), (172, 0), (344, 0)]
     a = np.arange(12).reshape(3, 4)
-    variants = {data.dihedral(a, k).tobytes() for k in range(8)}
+    variants = {tiles.dihedral(a, k).tobytes() for k in range(8)}
     assert len(variants) == 8
-    assert data.crop(a, 2, 2, 4).shape == (4, 4)
+    assert tiles.crop(a, 2, 2, 4).shape == (4, 4)
     assert data.steps_per_epoch(7, 2, 1) == 4 and data.steps_per_epoch(7, 2, 1, fixed=9) == 9
 
 
@@ -138,7 +139,7 @@ def test_report_says_when_worse(tmp_path):
 
 def test_lora_merge_matches_wrapped_model():
     pytest.importorskip("micro_sam.models.peft_sam")
-    from napari_raysam.core.models import build_tiny_sam
+    from napari_raysam.core.sam.models import build_tiny_sam
     from napari_raysam.core.training.trainable import merge_lora, setup_mode, trainable_state
 
     sam = build_tiny_sam(seed=0)
@@ -160,10 +161,11 @@ def test_lora_merge_matches_wrapped_model():
 
 def test_single_process_step_learns():
     """The batched step (no Ray) lowers the loss on one image within a few seconds."""
+    from napari_raysam.core.dataset.synthetic import make_sample
     from napari_raysam.core.images import to_sam_rgb
-    from napari_raysam.core.models import build_tiny_sam
-    from napari_raysam.core.sample_data import make_sample
-    from napari_raysam.core.training.engine import SamStep, encode
+    from napari_raysam.core.sam.engine import encode_tiles
+    from napari_raysam.core.sam.models import build_tiny_sam
+    from napari_raysam.core.training.step import SamStep
     from napari_raysam.core.training.trainable import setup_mode
 
     sample = make_sample(seed=3)
@@ -172,7 +174,7 @@ def test_single_process_step_learns():
     opt = torch.optim.AdamW(setup_mode(sam, "decoder"), lr=3e-3)
     step = SamStep(sam, frozen_encoder=True)
     with torch.no_grad():
-        emb = encode(sam, torch.from_numpy(rgb)[None])
+        emb = encode_tiles(sam, torch.from_numpy(rgb)[None])
     masks = prompts.object_masks(labels, prompts.select_objects(labels, 8, None, 10))
     gen, losses = torch.Generator().manual_seed(0), []
     for it in range(40):
@@ -187,8 +189,8 @@ def test_single_process_step_learns():
 
 def test_every_rank_gets_training_data_with_fewer_images_than_workers(tmp_path):
     from napari_raysam.core.dataset import SampleInput, write_dataset
-    from napari_raysam.core.sample_data import make_samples
-    from napari_raysam.core.training.data import load_shard
+    from napari_raysam.core.dataset.shards import load_shard
+    from napari_raysam.core.dataset.synthetic import make_samples
 
     samples = make_samples(2, shape=(64, 64))
     ts = write_dataset(tmp_path / "two", [SampleInput(s.image, s.labels, f"s{i}")

@@ -67,7 +67,7 @@ class DemoResult:
 
 def default_out() -> Path:
     """A fresh folder under the user cache (``NAPARI_RAYSAM_CACHE`` overrides)."""
-    from .core.paths import cache_dir
+    from napari_raysam.core.paths import cache_dir
 
     return cache_dir() / "demo" / time.strftime("demo-%Y%m%d-%H%M%S")
 
@@ -108,8 +108,8 @@ def sparse_labels(labels: np.ndarray, keep: int, rng: np.random.Generator,
 
 def export_annotations(dest: Path, opts: DemoOptions) -> Path:
     """Synthetic unseen-style images + sparse "annotations" -> a training set at ``dest``."""
-    from .core.dataset import SampleInput, write_dataset
-    from .core.sample_data import make_samples
+    from napari_raysam.core.dataset import SampleInput, write_dataset
+    from napari_raysam.core.dataset.synthetic import make_samples
 
     size = (opts.image_size, opts.image_size)
     samples = make_samples(opts.images, size, style=STYLE, seed=1000 + opts.seed)
@@ -130,12 +130,12 @@ def run_options(opts: DemoOptions) -> dict:
 def train_on_local_cluster(dataset: Path, opts: DemoOptions, say=print):
     """Submit the fine-tune to the embedded local head (started if needed, stopped again if we
     started it, unless ``opts.keep_cluster``), follow it, fetch and register the model."""
-    from .core import runs
-    from .core.cluster import ClusterProfile
-    from .core.errors import RaysamError
-    from .core.local_head import LocalHead
-    from .core.run_index import RunIndex
-    from .train import ProgressPrinter
+    from napari_raysam.core import runs
+    from napari_raysam.core.cluster import ClusterProfile
+    from napari_raysam.core.cluster.local_head import LocalHead
+    from napari_raysam.core.errors import RaysamError
+    from napari_raysam.core.runs.records import RunIndex
+    from napari_raysam.train import ProgressPrinter
 
     head = LocalHead(num_cpus=max(os.cpu_count() or 1, opts.workers))
     started = head.status() is None
@@ -188,7 +188,7 @@ class _Indented:
 
 
 def report_text(r: DemoResult, opts: DemoOptions, name: str) -> str:
-    from .core.run_text import before_after_table
+    from napari_raysam.core.runs.text import before_after_table
 
     return "\n".join([
         f"[4] {opts.model} fine-tuned on {STYLE} cells:",
@@ -207,7 +207,7 @@ def open_gui(opts: DemoOptions, block: bool = True):
     import napari
     from npe2 import PluginManifest
 
-    from .core.sample_data import make_sample
+    from napari_raysam.core.dataset.synthetic import make_sample
 
     sample = make_sample((512, 512), style=STYLE, seed=1000 + opts.seed)
     viewer = napari.Viewer(title="napari-raysam demo", show=block)

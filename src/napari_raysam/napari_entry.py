@@ -20,14 +20,14 @@ def _with_ground_truth(sample, name: str, image_meta: dict | None = None) -> lis
 def sample_cells() -> list[LayerData]:
     """napari sample: a stack of 4 single-channel 256x256 planes of round cells (4, 256, 256)
     with its ground truth (same shape, so the Export dock pairs them plane by plane)."""
-    from .core.sample_data import builtin_sample
+    from napari_raysam.core.dataset.synthetic import builtin_sample
 
     return _with_ground_truth(builtin_sample(), "cells")
 
 
 def sample_hpa() -> list[LayerData]:
     """napari sample: a (4, 512, 512) HPA-like composite (channels first) with its ground truth."""
-    from .core.sample_data import make_sample
+    from napari_raysam.core.dataset.synthetic import make_sample
 
     sample = make_sample((512, 512), style="hpa", channels=4, seed=0)
     meta = {"raysam_channel_axis": 0, "channel_names": list(sample.channel_names)}
@@ -38,7 +38,7 @@ def _set_folder(path) -> str | None:
     """The training-set folder named by ``path`` (the folder or its manifest.json), else None."""
     from pathlib import Path
 
-    from .core.dataset_format import MANIFEST
+    from napari_raysam.core.dataset.format import MANIFEST
 
     if isinstance(path, list | tuple):
         if len(path) != 1:
@@ -55,7 +55,7 @@ def _set_folder(path) -> str | None:
 def get_training_set_reader(path: str | list[str]):
     """napari reader hook: a training set's manifest.json (or its folder, for callers that pass
     one) gets a reader; anything else None."""
-    from .core.dataset_format import is_training_set
+    from napari_raysam.core.dataset.format import is_training_set
 
     folder = _set_folder(path)
     return _read_training_set if folder is not None and is_training_set(folder) else None
@@ -69,7 +69,7 @@ def _read_training_set(path: str | list[str]) -> list[LayerData]:
     """
     import numpy as np
 
-    from .core.dataset import MANIFEST, DatasetError, open_dataset
+    from napari_raysam.core.dataset import MANIFEST, DatasetError, open_dataset
 
     folder = _set_folder(path)
     if folder is None:

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Fine-tune SAM on a Ray cluster.")
     add_train_arguments(parser)
     args = parser.parse_args(argv)
-    from napari_raysam.cli_logging import configure_logging
+    from napari_raysam.cli.log_setup import configure_logging
 
     configure_logging(args.verbose)
     try:

@@ -1,4 +1,5 @@
-"""Thin Qt widgets: read the form, call core, show results.
+"""Thin Qt widgets (the docks): read the form, call core, show results. May import anything in
+``core``; core never imports this package.
 
 Importing triton's compiler library into a process that already holds an OpenGL context
 rendered by Mesa's LLVM-based drivers (llvmpipe, as under Xvfb; they load the system's

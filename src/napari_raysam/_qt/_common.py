@@ -8,7 +8,7 @@ from collections.abc import Callable
 from qtpy.QtCore import QEvent, QObject, Signal
 from qtpy.QtWidgets import QComboBox, QLabel
 
-from ..core.errors import RaysamError
+from napari_raysam.core.errors import RaysamError
 
 
 class ViewerHooks:
@@ -224,7 +224,7 @@ def preload(modules: tuple[str, ...]) -> None:
     import gc
     import importlib
 
-    from . import guard_triton
+    from napari_raysam._qt import guard_triton
 
     guard_triton()  # before torch is imported: the canvas (and its GL driver) exists now
     was_enabled = gc.isenabled()

@@ -24,7 +24,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.dataset import (
+from napari_raysam._qt._common import DockLifetime, ViewerHooks, run_in_worker, show_status
+from napari_raysam._qt._dock import scroll_body
+from napari_raysam._qt.gc_pauses import QuietCollector
+from napari_raysam._qt.prompt_layers import PREVIEW
+from napari_raysam.core.dataset import (
     WritePlan,
     execute_plan,
     is_training_set,
@@ -33,11 +37,7 @@ from ..core.dataset import (
     plane_axes,
     planes_to_inputs,
 )
-from ..core.errors import RaysamError
-from ._common import DockLifetime, ViewerHooks, run_in_worker, show_status
-from ._dock import scroll_body
-from .gc_pauses import QuietCollector
-from .prompt_layers import PREVIEW
+from napari_raysam.core.errors import RaysamError
 
 ARROW = " \u2194 "
 MODES = {"new training set": "new", "append to a training set": "append"}

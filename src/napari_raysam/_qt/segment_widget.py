@@ -19,12 +19,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core import planes
-from ..core import segment as seg
-from ..core.embeddings import EmbeddingCache
-from ..core.errors import RaysamError
-from ..core.images import ImagePolicy, to_sam_rgb
-from ._common import (
+from napari_raysam._qt._common import (
     SAM_MODULES,
     DockLifetime,
     LayerCombo,
@@ -35,9 +30,14 @@ from ._common import (
     same_layer,
     show_status,
 )
-from ._dock import scroll_body
-from .gc_pauses import QuietCollector
-from .prompt_layers import PromptLayers
+from napari_raysam._qt._dock import scroll_body
+from napari_raysam._qt.gc_pauses import QuietCollector
+from napari_raysam._qt.prompt_layers import PromptLayers
+from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.images import ImagePolicy, to_sam_rgb
+from napari_raysam.core.sam import planes
+from napari_raysam.core.sam import segment as seg
+from napari_raysam.core.sam.embeddings import EmbeddingCache
 
 DEFAULT_MODELS = ("tiny_cells", "tiny", "vit_b_lm", "vit_t_lm", "vit_b", "vit_l_lm")
 
@@ -156,7 +156,7 @@ class SegmentWidget(DockLifetime, QWidget):
     def refresh_models(self) -> None:
         """Offer fine-tuned models fetched from runs (``run:NAME``) after the defaults (called
         when the dock opens and by the Train dock when it fetches a model)."""
-        from ..core.run_index import list_registered_models
+        from napari_raysam.core.model_store import list_registered_models
 
         known = {self.model_combo.itemText(i) for i in range(self.model_combo.count())}
         for model in list_registered_models():
@@ -187,7 +187,7 @@ class SegmentWidget(DockLifetime, QWidget):
         spec = self.model_combo.currentText()
 
         def work():
-            from ..core.models import load_model
+            from napari_raysam.core.sam.models import load_model
 
             model = self.model
             if model is None or model.spec != spec:

@@ -19,10 +19,10 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..core.training.config import MODES
-from ._common import spin
-from ._dock import scroll_body
-from .metrics_plot import MetricsPlot
+from napari_raysam._qt._common import spin
+from napari_raysam._qt._dock import scroll_body
+from napari_raysam._qt.metrics_plot import MetricsPlot
+from napari_raysam.core.training.config import MODES
 
 NOT_CONNECTED = "Not connected."
 

@@ -8,12 +8,24 @@ from __future__ import annotations
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QWidget
 
-from ..core import runs
-from ..core.cluster import ClusterProfile, ProfileStore, connect
-from ..core.errors import RaysamError
-from ..core.local_head import LocalHead
-from ..core.run_index import RunIndex
-from ..core.run_text import (
+from napari_raysam._qt._common import (
+    CLUSTER_MODULES,
+    DockLifetime,
+    StreamThread,
+    ViewerHooks,
+    preload,
+    run_in_worker,
+    show_status,
+)
+from napari_raysam._qt._dock import find_dock
+from napari_raysam._qt.gc_pauses import QuietCollector
+from napari_raysam._qt.train_form import NOT_CONNECTED, TrainForm, run_tip
+from napari_raysam.core import runs
+from napari_raysam.core.cluster import ClusterProfile, ProfileStore, connect
+from napari_raysam.core.cluster.local_head import LocalHead
+from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.runs.records import RunIndex
+from napari_raysam.core.runs.text import (
     ANSI,
     epoch_text,
     fetch_action,
@@ -23,18 +35,6 @@ from ..core.run_text import (
     run_status_text,
     use_label,
 )
-from ._common import (
-    CLUSTER_MODULES,
-    DockLifetime,
-    StreamThread,
-    ViewerHooks,
-    preload,
-    run_in_worker,
-    show_status,
-)
-from ._dock import find_dock
-from .gc_pauses import QuietCollector
-from .train_form import NOT_CONNECTED, TrainForm, run_tip
 
 
 class TrainWidget(DockLifetime, TrainForm, QWidget):

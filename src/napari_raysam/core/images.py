@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import RaysamError
+from napari_raysam.core.errors import RaysamError
 
 #: Bumped whenever the pixels that :func:`to_sam_rgb` produces change for the same input.
 POLICY_VERSION = 1

@@ -11,9 +11,11 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import RaysamError
+from napari_raysam.core.errors import RaysamError
 
 APP = "napari-raysam"
 #: Run names and file names that come from a (possibly remote) record must match this.
@@ -57,6 +59,16 @@ def safe_name(name: str, what: str = "name") -> str:
             "remove it from the run index."
         )
     return name
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an OS file lock beside ``path`` (POSIX and Windows alike) for a read-modify-write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    with FileLock(path.with_name(f".{path.name}.lock")):
+        yield
 
 
 def write_json_atomic(path: Path, data, mode: int = 0o600) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlparse
 
-from .errors import RaysamError
+from napari_raysam.core.errors import RaysamError
 
 SCHEMES = ("file", "s3", "gs", "gcs", "mock")
 OBJECT_SCHEMES = ("s3", "gs", "gcs", "mock")
@@ -307,21 +307,13 @@ class Storage:
             return False
         return (self.recorded_sha256(path) or self.sha256(path)) == sha
 
-    def upload_dataset(self, local_dir: str | Path, parallel: int = 8
-                       ) -> tuple[str, str, int, int]:
-        """Upload a training set to ``datasets/<content hash>/``; files already there with the
-        right sha256 are skipped; ``parallel`` files at a time (an object store's latency is
-        per request). Returns (content hash, URI, files uploaded, files skipped)."""
+    def upload_files(self, local_dir: Path, files: dict[str, str], base: tuple[str, ...],
+                     last: str | None = None, parallel: int = 8) -> tuple[int, int]:
+        """Upload ``files`` (relative path -> sha256) from ``local_dir`` under ``base``;
+        files already there with the right sha256 are skipped; ``parallel`` at a time (an
+        object store's latency is per request). ``last`` is uploaded after all others (its
+        presence marks a complete upload) unless identical. Returns (uploaded, skipped)."""
         from concurrent.futures import ThreadPoolExecutor
-
-        from .dataset import MANIFEST, open_dataset
-
-        ts = open_dataset(local_dir)
-        local_dir = Path(ts.path)
-        base = ("datasets", ts.content_hash)
-        files = {}
-        for r in ts.samples:
-            files[r.image], files[r.labels] = r.image_sha256, r.labels_sha256
 
         def one(item: tuple[str, str]) -> bool:
             rel, sha = item
@@ -334,13 +326,14 @@ class Storage:
         with ThreadPoolExecutor(max(1, parallel)) as pool:
             sent = list(pool.map(one, sorted(files.items())))
         uploaded, skipped = sum(sent), len(sent) - sum(sent)
-        manifest = (local_dir / MANIFEST).read_bytes()
-        if self.read_bytes(self.path(*base, MANIFEST)) == manifest:
-            skipped += 1
-        else:  # the manifest goes last: its presence marks a complete upload
-            self.put_file(local_dir / MANIFEST, self.path(*base, MANIFEST))
-            uploaded += 1
-        return ts.content_hash, self.uri_of(*base), uploaded, skipped
+        if last is not None:
+            content = (local_dir / last).read_bytes()
+            if self.read_bytes(self.path(*base, last)) == content:
+                skipped += 1
+            else:
+                self.put_file(local_dir / last, self.path(*base, last))
+                uploaded += 1
+        return uploaded, skipped
 
     def upload_model(self, local: str | Path) -> str:
         """Upload a checkpoint file to ``models/<sha256>/model.pt`` (skipped when it is there);

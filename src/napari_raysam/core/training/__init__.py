@@ -1,13 +1,13 @@
-"""Fine-tuning SAM on a Ray cluster (runs on the cluster; no Qt, no napari).
+"""The fine-tuning job that runs on the cluster (Ray Train; no Qt, no napari).
 
-- :mod:`.config`: :class:`TrainConfig`, the one description of a run;
-- :mod:`.prompts`: prompt sampling shared by training and evaluation;
-- :mod:`.losses`: Dice + IoU-regression loss, measured IoU;
-- :mod:`.engine`: batched prompt encoder + mask decoder rounds (training step, validation);
-- :mod:`.data`: tiles, augmentation, sharding, embedding cache;
+- :mod:`.config`: :class:`TrainConfig`, the one option schema (CLI, Train dock, job argv);
+- :mod:`.data`: each epoch's tiles, steps per epoch, the embedding cache of decoder mode;
+- :mod:`.step`: one training step as an ``nn.Module`` for DDP;
+- :mod:`.trainable`: which parameters train in each mode;
 - :mod:`.loop`: ``train_loop_per_worker``; :mod:`.runner`: checks + the TorchTrainer;
-- :mod:`.report`: report.json and curves.png.
+- :mod:`.events`: progress events in storage; :mod:`.report`: report.json and curves.png.
 
-Heavy imports (torch, ray) live inside functions of these modules or in modules the CLI parser
-does not import.
+May import: the bottom layer (``core.*`` modules), ``core.sam`` and ``core.dataset``. Never the
+client side (``core.runs``, ``core.cluster``). Heavy imports (torch, ray) live inside functions
+or in modules the CLI parser does not import.
 """

@@ -14,7 +14,7 @@ import time
 import typing
 from dataclasses import asdict, dataclass, field, fields
 
-from ..errors import RaysamError
+from napari_raysam.core.errors import RaysamError
 
 MODES = ("decoder", "lora", "full")
 #: The base model when none is given: the shipped, trained ``tiny_cells`` (``tiny`` is random).

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..storage import Storage, StorageError
+from napari_raysam.core.storage import Storage, StorageError
 
 EVENTS_DIR = "events"
 LEGACY_FILE = "metrics.jsonl"

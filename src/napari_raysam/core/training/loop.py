@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import prompts
-from .config import TrainConfig
-from .data import EmbeddingCache, epoch_tiles, fixed_tiles, load_shard, steps_per_epoch, tile_arrays
-from .events import EventLog
+from napari_raysam.core.dataset.shards import load_shard
+from napari_raysam.core.sam import prompts
+from napari_raysam.core.sam.tiles import fixed_tiles, tile_arrays
+from napari_raysam.core.training.config import TrainConfig
+from napari_raysam.core.training.data import TileEmbeddingCache, epoch_tiles, steps_per_epoch
+from napari_raysam.core.training.events import EventLog
 
 STATE_FILE = "state.pt"
 
@@ -39,11 +41,11 @@ def _masks(labels: np.ndarray, n: int | None, rng, min_px: int):
     return prompts.object_masks(labels, prompts.select_objects(labels, n, rng, min_px))
 
 
-def validate(sam, samples, size: int, cfg: TrainConfig, cache: EmbeddingCache | None) -> dict:
+def validate(sam, samples, size: int, cfg: TrainConfig, cache: TileEmbeddingCache | None) -> dict:
     """Val metrics of this rank's share, all-reduced to the mean over all val objects."""
     import torch
 
-    from .engine import encode, evaluate_tile
+    from napari_raysam.core.sam.engine import encode_tiles, evaluate_tile
 
     sums = np.zeros(5)  # point, box, corrected IoU sums; loss sum; objects
     gen = torch.Generator().manual_seed(cfg.seed + 7)
@@ -54,7 +56,7 @@ def validate(sam, samples, size: int, cfg: TrainConfig, cache: EmbeddingCache | 
             if cache is not None:
                 emb = cache.get(samples, tile, size)[None].to(sam.device)
             else:
-                emb = encode(sam, torch.from_numpy(rgb)[None])
+                emb = encode_tiles(sam, torch.from_numpy(rgb)[None])
             res = evaluate_tile(sam, emb, masks, cfg.correction_rounds, gen)
             n = len(masks)
             sums += [float(res["point"].sum()), float(res["box"].sum()),
@@ -94,11 +96,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import torch
     from ray.train import Checkpoint
 
-    from ..models import load_model
-    from ..node_cache import dataset_on_node, node_cache_dir
-    from ..storage import Storage
-    from .engine import SamStep, encode
-    from .trainable import setup_mode, trainable_state
+    from napari_raysam.core.dataset.on_node import dataset_on_node
+    from napari_raysam.core.node_cache import node_cache_dir
+    from napari_raysam.core.sam.engine import encode_tiles
+    from napari_raysam.core.sam.models import load_model
+    from napari_raysam.core.storage import Storage
+    from napari_raysam.core.training.step import SamStep
+    from napari_raysam.core.training.trainable import setup_mode, trainable_state
 
     cfg = TrainConfig.from_dict(loop_config["config"])
     events = EventLog(Storage.open(loop_config["run"], side="the cluster"))
@@ -134,8 +138,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if cfg.mode == "decoder":
         def compute(x):
             with torch.no_grad():
-                return encode(sam, x)
-        cache = EmbeddingCache(node_cache_dir() / "embeddings" / fingerprint[:16], compute)
+                return encode_tiles(sam, x)
+        cache = TileEmbeddingCache(node_cache_dir() / "embeddings" / fingerprint[:16], compute)
     history = list(state.get("history", []))
     baseline = state.get("baseline")
     start = int(state.get("epoch", 0)) + 1

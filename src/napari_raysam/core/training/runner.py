@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RaysamError
-from ..paths import safe_name
-from ..storage import Storage, StorageError, is_remote_uri, local_path, redact
-from .config import TrainConfig, fresh_run_name
-from .events import EventLog, Follower, read_events
-from .report import NO_VAL
+from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.paths import safe_name
+from napari_raysam.core.storage import Storage, StorageError, is_remote_uri, local_path, redact
+from napari_raysam.core.training.config import TrainConfig, fresh_run_name
+from napari_raysam.core.training.events import EventLog, Follower, read_events
+from napari_raysam.core.training.report import NO_VAL
 
 RUN_FILE = "run.json"
 BEST_METRIC = "val_miou_box"
@@ -42,7 +42,7 @@ class RunOutcome:
 
 def default_storage() -> Path:
     """``<user cache>/runs`` (``NAPARI_RAYSAM_CACHE`` overrides), as for the local profile."""
-    from ..paths import cache_dir
+    from napari_raysam.core.paths import cache_dir
 
     return cache_dir() / "runs"
 
@@ -50,7 +50,7 @@ def default_storage() -> Path:
 def check_dataset(path: str):
     """Open and validate the training set (a local folder); it needs train samples. Without
     a val split it trains all the same, with no per-epoch validation (see report.NO_VAL)."""
-    from ..dataset import validate_dataset
+    from napari_raysam.core.dataset import validate_dataset
 
     report = validate_dataset(path)
     if not report.ok:
@@ -64,7 +64,7 @@ def check_dataset(path: str):
 def check_model_spec(spec: str) -> None:
     """Check a model spec before any worker starts: built-in models and files are loaded
     (cheap, with core.models' clear errors); registry names are fetched where training runs."""
-    from ..models import load_model, registry_names
+    from napari_raysam.core.sam.models import load_model, registry_names
 
     spec = str(spec).strip()
     if spec in registry_names():
@@ -146,8 +146,8 @@ def ensure_ray(log_to_driver: bool = True) -> None:
 
 def build_trained_sam(config: TrainConfig, state: dict):
     """Base model + a checkpoint's trained weights, as a plain SAM (LoRA merged)."""
-    from ..models import load_model
-    from .trainable import merge_lora, setup_mode
+    from napari_raysam.core.sam.models import load_model
+    from napari_raysam.core.training.trainable import merge_lora, setup_mode
 
     loaded = load_model(config.model, device="cpu")
     setup_mode(loaded.sam, config.mode, config.lora_rank)
@@ -168,7 +168,7 @@ def run_training(config: TrainConfig, on_event: Callable[[dict], None] | None = 
     receives every event (start, baseline, epoch, resume, end) as it lands in the run's events.
     Raises RaysamError for bad input before the trainer starts.
     """
-    from ..node_cache import dataset_on_node
+    from napari_raysam.core.dataset.on_node import dataset_on_node
 
     config = TrainConfig.from_dict(config.to_dict()).validate()
     if not is_remote_uri(config.dataset):
@@ -176,7 +176,7 @@ def run_training(config: TrainConfig, on_event: Callable[[dict], None] | None = 
     ts = check_dataset(dataset_on_node(config.dataset))
     check_model_spec(config.model)
     if config.mode == "lora":
-        from .trainable import require_peft
+        from napari_raysam.core.training.trainable import require_peft
 
         require_peft()
     storage = open_run_storage(config.storage)
@@ -221,7 +221,7 @@ def _fit(config: TrainConfig, run: Storage, validated: bool = True):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from .loop import train_loop_per_worker
+    from napari_raysam.core.training.loop import train_loop_per_worker
 
     resources = {"CPU": config.cpus_per_worker}
     if config.gpus_per_worker:
@@ -262,9 +262,9 @@ def _finish(config: TrainConfig, run: Storage, result, content_hash: str) -> Run
 
     import torch
 
-    from ..models import save_checkpoint
-    from .loop import STATE_FILE
-    from .report import write_curves, write_report
+    from napari_raysam.core.sam.models import save_checkpoint
+    from napari_raysam.core.training.loop import STATE_FILE
+    from napari_raysam.core.training.report import write_curves, write_report
 
     ranked = [(m[BEST_METRIC], c) for c, m in (result.best_checkpoints or [])
               if m.get(BEST_METRIC) is not None]
@@ -306,7 +306,7 @@ def save_partial_model(config: TrainConfig, state: dict, path: str | Path, conte
                        checkpoint: str, run_state: str) -> Path:
     """model.pt from a Ray checkpoint of a run that never finished (failed or cancelled):
     the base model plus the checkpoint's weights; lineage says ``partial`` and which epoch."""
-    from ..models import save_checkpoint
+    from napari_raysam.core.sam.models import save_checkpoint
 
     loaded = build_trained_sam(config, state)
     epoch = int(state["epoch"])

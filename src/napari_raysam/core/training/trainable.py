@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import RaysamError
+from napari_raysam.core.errors import RaysamError
 
 
 def require_peft():
@@ -28,7 +28,7 @@ def setup_mode(sam, mode: str, lora_rank: int = 4):
     """
     if mode == "lora":
         if not hasattr(sam.image_encoder, "blocks"):  # vit_t given as a file
-            from .config import NO_LORA_VIT_T
+            from napari_raysam.core.training.config import NO_LORA_VIT_T
 
             raise RaysamError(NO_LORA_VIT_T)
         peft = require_peft()
