@@ -1,6 +1,6 @@
 """Layers run one way (read from the source with ast, every import, also inside functions):
 the entrypoints, the CLI and Qt on top; then the client side (``core.runs``, ``core.cluster``);
-then the job side (``core.training``); then ``core.sam`` and ``core.dataset``; then the bottom
+then the job side (``core.training``, ``core.apply``); then ``core.sam`` and ``core.dataset``; then the bottom
 layer (the modules directly in ``core``). Nothing reaches up, and module-level imports have no
 cycles. The rules are the ones each package's ``__init__`` docstring states."""
 
@@ -18,10 +18,13 @@ TOP = ("napari_raysam.train", "napari_raysam.probe", "napari_raysam.cli",
 #: package -> the napari_raysam packages it must never import.
 BANNED = {
     f"{C}.runs": TOP,
-    f"{C}.cluster": (*TOP, f"{C}.runs", f"{C}.training", f"{C}.sam", f"{C}.dataset"),
-    f"{C}.training": (*TOP, f"{C}.runs", f"{C}.cluster"),
-    f"{C}.sam": (*TOP, f"{C}.runs", f"{C}.cluster", f"{C}.training"),
-    f"{C}.dataset": (*TOP, f"{C}.runs", f"{C}.cluster", f"{C}.training", f"{C}.sam"),
+    f"{C}.cluster": (*TOP, f"{C}.runs", f"{C}.training", f"{C}.apply", f"{C}.sam",
+                     f"{C}.dataset"),
+    f"{C}.training": (*TOP, f"{C}.runs", f"{C}.cluster", f"{C}.apply"),
+    f"{C}.apply": (*TOP, f"{C}.runs", f"{C}.cluster", f"{C}.training"),
+    f"{C}.sam": (*TOP, f"{C}.runs", f"{C}.cluster", f"{C}.training", f"{C}.apply"),
+    f"{C}.dataset": (*TOP, f"{C}.runs", f"{C}.cluster", f"{C}.training", f"{C}.apply",
+                     f"{C}.sam"),
 }
 SUBPACKAGES = tuple(BANNED)
 

@@ -17,10 +17,10 @@ from napari_raysam.core.cluster import ClusterProfile, make_client
 from napari_raysam.core.cluster.local_head import LocalHead
 from napari_raysam.core.dataset.upload import upload_dataset
 from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.events import append_event
 from napari_raysam.core.model_store import list_registered_models
 from napari_raysam.core.runs.records import RunIndex, RunRecord
 from napari_raysam.core.storage import Storage
-from napari_raysam.core.training.events import append_event
 
 
 @pytest.fixture

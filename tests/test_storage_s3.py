@@ -13,8 +13,8 @@ from napari_raysam.core.dataset.on_node import dataset_on_node
 from napari_raysam.core.dataset.synthetic import make_samples
 from napari_raysam.core.dataset.upload import upload_dataset
 from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.events import EventLog
 from napari_raysam.core.storage import Storage, StorageError, redact, validate_storage_uri
-from napari_raysam.core.training.events import EventLog
 from remote_cluster import S3Server
 
 

@@ -18,8 +18,8 @@ import pytest
 from napari_raysam.core.dataset import SampleInput, write_dataset
 from napari_raysam.core.dataset.synthetic import make_samples
 from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.events import read_events
 from napari_raysam.core.training.config import TrainConfig
-from napari_raysam.core.training.events import read_events
 from napari_raysam.core.training.runner import run_training
 
 pytestmark = pytest.mark.ray

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from napari_raysam.core import events
 from napari_raysam.core.errors import RaysamError
 from napari_raysam.core.sam import prompts, tiles
 from napari_raysam.core.sam.losses import measured_iou, sam_loss
-from napari_raysam.core.training import data, events, report
+from napari_raysam.core.training import data, report
 from napari_raysam.core.training.config import TrainConfig, fresh_run_name
 
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "napari_raysam.cli.train",
     "napari_raysam.cli.demo",
     "napari_raysam.cli.cluster",
+    "napari_raysam.cli.apply",
 )
 
 

@@ -57,6 +57,9 @@ def add_parser(subparsers) -> None:
         add_verbose_argument(p)
         p.set_defaults(func=func)
         if name == "fetch":
+            p.add_argument("--out", default=None,
+                           help="batch-segmentation runs: local folder for the label TIFFs and "
+                                "tables (default: none; required for them)")
             p.add_argument("--partial", action="store_true",
                            help="for a failed or cancelled run without a final model: register "
                                 "its last complete checkpoint as RUN.partial-epochN "
@@ -182,6 +185,10 @@ def _print_event(event: dict, as_json: bool, verbose: bool = False) -> None:
             print(event["log_tail"], flush=True)
     elif kind == "error":
         print(f"error: {event['message']}", file=sys.stderr, flush=True)
+    elif kind == "progress":
+        print(f"{event.get('done')}/{event.get('total')} images, "
+              f"{event.get('images_per_s', 0):.2f}/s, ~{event.get('eta_s', 0):.0f} s left",
+              flush=True)
     elif kind == "epoch":
         print(f"epoch {event.get('epoch')}/{event.get('epochs')}: loss "
               f"{event.get('train_loss', float('nan')):.3f}, val mIoU box "
@@ -220,10 +227,20 @@ def _runs_cancel(args) -> int:
 
 
 def _runs_fetch(args) -> int:
+    from napari_raysam.core.errors import RaysamError
     from napari_raysam.core.runs import fetch
+    from napari_raysam.core.runs.apply import APPLY, fetch_applied
     from napari_raysam.core.runs.records import RunIndex
 
     record = RunIndex().get(args.run)
+    if record.kind == APPLY:
+        if not args.out:
+            raise RaysamError(f"{record.name} is a batch-segmentation run: give --out DIR for "
+                              "its label TIFFs and tables.")
+        dest = fetch_applied(record, args.out)
+        _out(args, {"event": "fetched", "run": record.name, "out": str(dest)},
+             f"labels and tables of {record.name} in {dest}")
+        return 0
     model = fetch(record, partial=args.partial)
     text = f"registered {model.name}: {model.path}"
     if model.partial:

@@ -56,10 +56,10 @@ def register_outcome(outcome, base_model: str):
     """Register a finished run's model.pt in the local model store, as ``runs.fetch`` does
     for a submitted run: a run folder on this computer is registered in place; a run in object
     storage is downloaded into the store first."""
+    from napari_raysam.core.events import now_iso
     from napari_raysam.core.model_store import RegisteredModel, model_store_dir, register_model
     from napari_raysam.core.runs import FETCH_FILES, download_outputs
     from napari_raysam.core.storage import Storage, file_sha256, is_remote_uri
-    from napari_raysam.core.training.events import now_iso
 
     if is_remote_uri(outcome.run_dir):
         dest = model_store_dir() / outcome.name

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.events import now_iso
 from napari_raysam.core.model_store import (
     RegisteredModel,
     model_dest,
@@ -15,7 +16,6 @@ from napari_raysam.core.model_store import (
 from napari_raysam.core.paths import safe_name
 from napari_raysam.core.runs.records import TERMINAL, RunIndex, RunRecord, ended_text
 from napari_raysam.core.storage import Storage
-from napari_raysam.core.training.events import now_iso
 
 FETCH_FILES = ("model.pt", "report.json", "curves.png")
 

@@ -27,13 +27,14 @@ from napari_raysam.core.cluster import (
 )
 from napari_raysam.core.cluster.local_head import LocalHead
 from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.events import EventLog, now_iso
 from napari_raysam.core.paths import safe_name
 from napari_raysam.core.runs.logs import LogStream
 from napari_raysam.core.runs.records import TERMINAL, RunIndex, RunRecord
 from napari_raysam.core.storage import Storage, StorageError
-from napari_raysam.core.training.events import EventLog, now_iso
 
-TRAINING_EVENTS = ("start", "baseline", "epoch", "resume", "end")
+#: Events a job prints as JSON lines (training runs; batch segmentation adds ``progress``).
+TRAINING_EVENTS = ("start", "baseline", "epoch", "resume", "end", "progress")
 
 
 def list_runs(index: RunIndex | None = None) -> list[RunRecord]:

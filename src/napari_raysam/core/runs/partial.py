@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.events import now_iso
 from napari_raysam.core.model_store import (
     RegisteredModel,
     model_dest,
@@ -20,7 +21,6 @@ from napari_raysam.core.model_store import (
 from napari_raysam.core.paths import safe_name
 from napari_raysam.core.runs.records import TERMINAL, RunRecord, ended_text
 from napari_raysam.core.storage import Storage, file_sha256
-from napari_raysam.core.training.events import now_iso
 
 __all__ = ["fetch_partial"]
 

@@ -17,13 +17,13 @@ from napari_raysam.core.cluster import (
 )
 from napari_raysam.core.cluster.local_head import RUN_SLOT, LocalHead
 from napari_raysam.core.dataset.upload import upload_dataset
+from napari_raysam.core.events import now_iso
 from napari_raysam.core.model_store import (
     registered_model_path,
 )
 from napari_raysam.core.paths import safe_name
 from napari_raysam.core.runs.records import RunIndex, RunRecord
 from napari_raysam.core.storage import Storage
-from napari_raysam.core.training.events import now_iso
 
 #: Options the run client sets itself; a caller cannot pass them.
 RESERVED = ("dataset", "storage", "name", "json", "verbose", "help")
@@ -72,34 +72,57 @@ def submit(profile: ClusterProfile, dataset: str | Path, options: dict | None = 
     from napari_raysam.core.training.config import fresh_run_name
 
     index = index or RunIndex()
-    profile.validate()
+    argv = train_argv(dict(options or {}))
+    client, storage = open_cluster(profile, head, preflight)
     options = dict(options or {})
-    argv = train_argv(options)
+    if options.get("model"):
+        argv = train_argv({**options, "model": upload_base_model(storage, options["model"])})
+    content_hash, dataset_uri, _, _ = upload_dataset(storage, dataset)
+    name = fresh_run_name()
+    entry = build_entrypoint(job_python(profile), dataset_uri,
+                             argv + (["--verbose"] if verbose else []), storage.uri_of("runs"),
+                             name)
+    record = RunRecord(
+        name=name, profile=profile.name, address=profile.address, storage=storage.uri,
+        dataset_hash=content_hash, dataset_uri=dataset_uri, config=options,
+        submitted=now_iso(), token_env=profile.token_env)
+    return start_job(client, profile, index, record, entry)
+
+
+def open_cluster(profile: ClusterProfile, head: LocalHead | None = None,
+                 preflight: bool = True) -> tuple[object, Storage]:
+    """The Jobs-API client and the profile's storage, both checked (remote profiles: a probe
+    job on the cluster, see :func:`.cluster.check_cluster_storage`) before anything is sent."""
+    profile.validate()
     address = resolve_address(profile, head, start_local=profile.is_local)
     client = make_client(address, profile.headers())
     storage = Storage.open(profile.storage_uri())
     storage.check_writable()
     if preflight and not profile.is_local:
         check_cluster_storage(client, profile.storage_uri())
-    if options.get("model"):
-        argv = train_argv({**options, "model": upload_base_model(storage, options["model"])})
-    content_hash, dataset_uri, _, _ = upload_dataset(storage, dataset)
-    name = fresh_run_name()
-    python = sys.executable if profile.is_local else "python"
-    entry = build_entrypoint(python, dataset_uri, argv + (["--verbose"] if verbose else []),
-                             storage.uri_of("runs"), name)
-    record = index.put(RunRecord(
-        name=name, profile=profile.name, address=profile.address, storage=storage.uri,
-        dataset_hash=content_hash, dataset_uri=dataset_uri, config=dict(options or {}),
-        submitted=now_iso(), token_env=profile.token_env))
+    return client, storage
+
+
+def job_python(profile: ClusterProfile) -> str:
+    """The job's Python: this one on the embedded head, the image's ``python`` elsewhere."""
+    return sys.executable if profile.is_local else "python"
+
+
+def start_job(client, profile: ClusterProfile, index: RunIndex, record: RunRecord,
+              entry: str) -> RunRecord:
+    """Record the run, then submit ``entry`` as the job ``record.name``; a refused submission
+    is recorded as FAILED and reported."""
+    name = record.name
+    index.put(record)
     try:
         client.submit_job(entrypoint=entry, submission_id=name,
                           runtime_env={"py_modules": [package_dir()],
                                        "env_vars": {"PYTHONUNBUFFERED": "1"}},
                           entrypoint_resources={RUN_SLOT: 1} if profile.is_local else None,
-                          metadata={"napari_raysam_run": name, "dataset_hash": content_hash})
+                          metadata={"napari_raysam_run": name, "kind": record.kind,
+                                    "dataset_hash": record.dataset_hash})
     except Exception as exc:  # noqa: BLE001 - recorded, then reported
         index.update(name, state="FAILED", message=f"submission failed: {type(exc).__name__}")
         raise ClusterError(f"The cluster did not accept the run ({type(exc).__name__}: "
                            f"{str(exc)[:300]}). Check the cluster summary and retry.") from None
-    return record
+    return index.get(name)

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from napari_raysam.core.dataset.shards import load_shard
+from napari_raysam.core.events import EventLog
 from napari_raysam.core.sam import prompts
 from napari_raysam.core.sam.tiles import fixed_tiles, tile_arrays
 from napari_raysam.core.training.config import TrainConfig
 from napari_raysam.core.training.data import TileEmbeddingCache, epoch_tiles, steps_per_epoch
-from napari_raysam.core.training.events import EventLog
 
 STATE_FILE = "state.pt"
 

@@ -9,17 +9,17 @@ Ray's ``checkpoint_epoch_*`` folders (best + latest), and at the end ``curves.pn
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.events import EventLog, Follower, read_events
+from napari_raysam.core.job_env import ensure_ray
 from napari_raysam.core.paths import safe_name
 from napari_raysam.core.storage import Storage, StorageError, is_remote_uri, local_path, redact
 from napari_raysam.core.training.config import TrainConfig, fresh_run_name
-from napari_raysam.core.training.events import EventLog, Follower, read_events
 from napari_raysam.core.training.report import NO_VAL
 
 RUN_FILE = "run.json"
@@ -128,20 +128,6 @@ def check_resources(config: TrainConfig) -> None:
             f"but the cluster has {cpus:g} CPU(s) and {gpus:g} GPU(s). Use --workers "
             f"{max(1, int(cpus // config.cpus_per_worker))} or fewer."
         )
-
-
-def ensure_ray(log_to_driver: bool = True) -> None:
-    """Attach to RAY_ADDRESS (a Ray Job sets it) or start a local cluster; reuse an existing.
-
-    ``ray.init`` resets the ``ray`` logger's level: it keeps the level the process chose (the
-    command line quiets Ray unless ``--verbose``; otherwise it is Ray's own INFO)."""
-    import logging
-
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=log_to_driver,
-                 logging_level=logging.getLogger("ray").level or logging.INFO)
 
 
 def build_trained_sam(config: TrainConfig, state: dict):

@@ -1,0 +1,141 @@
+"""Batch segmentation on a cluster (``napari-raysam apply``): inputs checked one by one, labels
+and tables back, the same labels as a plain loop, re-runs that do nothing, cancel that keeps
+what is done. Against a real ``ray start --head`` on 127.0.0.1 (Ray Data actor pool)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_raysam import cli
+from napari_raysam.core.apply.inputs import InputSkipped, read_planes, split_planes
+from napari_raysam.core.apply.segmenter import ApplySettings, segment_planes
+from napari_raysam.core.cluster import ClusterProfile
+from napari_raysam.core.dataset.synthetic import make_samples
+from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.runs.apply import fetch_applied, submit_apply
+from napari_raysam.core.runs.follow import cancel, follow
+from napari_raysam.core.runs.records import RunIndex
+
+
+def _tiff(array) -> bytes:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, array)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("shape", "planes", "axis"), [
+    ((40, 50), 1, None), ((40, 50, 3), 1, -1), ((5, 40, 50), 5, None)])
+def test_images_become_planes(shape, planes, axis):
+    got = split_planes(np.ones(shape, np.uint16))
+    assert (len(got.planes), got.channel_axis, got.stack) == (planes, axis, len(shape) == 3
+                                                              and axis is None)
+
+
+@pytest.mark.parametrize(("name", "data", "reason"), [
+    ("notes.txt", b"hello", "not a TIFF"),
+    ("empty.tif", b"", "empty file"),
+    ("bad.tif", b"II*\x00garbage", "unreadable TIFF"),
+    ("five.tif", _tiff(np.zeros((2, 2, 2, 8, 8), np.uint8)), "5D image"),
+    ("zero.tif", _tiff(np.zeros((0, 5), np.uint8)), "zero-size image"),
+])
+def test_odd_inputs_are_skipped_with_the_reason(name, data, reason):
+    with pytest.raises(InputSkipped, match=reason):
+        read_planes(name, data)
+
+
+def _folder(root: Path, n: int, odd: bool) -> Path:
+    folder = root / "images"
+    folder.mkdir(parents=True)
+    for i, s in enumerate(make_samples(n, shape=(192, 192))):
+        tifffile.imwrite(folder / f"img{i}.tif", s.image)
+    if odd:
+        (folder / "notes.txt").write_text("not an image")
+        (folder / "bad.tif").write_bytes(b"II*\x00garbage")
+        tifffile.imwrite(folder / "five.tif", np.zeros((2, 2, 2, 8, 8), np.uint8))
+    return folder
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    with open(out / "table.csv", newline="") as f:
+        return {r["image"]: r for r in csv.DictReader(f)}
+
+
+def _end(lines: str) -> dict:
+    events = [json.loads(x) for x in lines.splitlines() if x.startswith("{")]
+    return next(e for e in events if e.get("event") == "end")
+
+
+@pytest.mark.ray
+def test_apply_returns_labels_and_table_equal_to_a_plain_loop(ray_head, tmp_path, capsys,
+                                                              tiny_cells):
+    _, state = ray_head
+    folder = _folder(tmp_path, 2, odd=True)
+    out = tmp_path / "out"
+    argv = ["apply", str(folder), "--model", "tiny_cells", "--out", str(out), "--address",
+            state.address, "--storage", str(tmp_path / "storage"), "--json"]
+    assert cli.main(argv) == 0
+    first = _end(capsys.readouterr().out)
+    rows = _rows(out)
+    assert {k: rows[k]["status"] for k in rows} == {
+        "img0.tif": "ok", "img1.tif": "ok", "notes.txt": "skipped", "bad.tif": "skipped",
+        "five.tif": "skipped"}
+    assert "unreadable TIFF" in rows["bad.tif"]["reason"] and "5D" in rows["five.tif"]["reason"]
+    for i in range(2):
+        labels = tifffile.imread(out / f"img{i}_labels.tif")
+        planes = read_planes("x.tif", (folder / f"img{i}.tif").read_bytes())
+        plain = segment_planes(tiny_cells, planes, ApplySettings(), str(tmp_path / "emb"))
+        np.testing.assert_array_equal(labels, plain)
+        assert int(rows[f"img{i}.tif"]["objects"]) == len(np.unique(plain)) - 1 > 0
+    with open(out / "objects.csv", newline="") as f:
+        objects = list(csv.DictReader(f))
+    assert len(objects) == sum(int(r["objects"]) for r in rows.values())
+    assert first["segmented"] == 4  # every .tif reached a worker; notes.txt did not
+    # the same inputs and model again: nothing is segmented, the same results come back
+    assert cli.main([*argv[:4], str(tmp_path / "out2"), *argv[5:]]) == 0
+    again = _end(capsys.readouterr().out)
+    assert (again["segmented"], again["reused"]) == (0, 4)
+    assert _rows(tmp_path / "out2") == rows
+
+
+@pytest.mark.ray
+def test_cancel_keeps_finished_images_and_a_rerun_does_the_rest(ray_head, tmp_path):
+    _, state = ray_head
+    folder = _folder(tmp_path, 6, odd=False)
+    profile = ClusterProfile(name="t", address=state.address, storage=str(tmp_path / "st"))
+    record = submit_apply(profile, folder, "tiny_cells", workers=1)
+    for event in follow(record):
+        if event.get("event") == "progress":
+            break
+    cancel(RunIndex().get(record.name))
+    kept = fetch_applied(RunIndex().get(record.name), tmp_path / "kept")
+    done = sorted(p.name for p in kept.glob("*_labels.tif"))
+    assert 1 <= len(done) < 6, done
+    rerun = submit_apply(profile, folder, "tiny_cells", workers=1)
+    events = list(follow(rerun))
+    end = next(e for e in events if e.get("event") == "end")
+    assert end["reused"] >= len(done) and end["reused"] + end["segmented"] == 6
+    assert RunIndex().get(rerun.name).state == "SUCCEEDED"
+    assert len(list(fetch_applied(RunIndex().get(rerun.name), tmp_path / "all")
+                    .glob("*_labels.tif"))) == 6
+
+
+def test_bad_requests_are_refused_before_anything_runs(tmp_path):
+    profile = ClusterProfile(name="t", address="http://127.0.0.1:9", storage=str(tmp_path / "s"))
+    with pytest.raises(RaysamError, match="at least 1"):
+        submit_apply(profile, tmp_path, "tiny_cells", workers=0)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_cells():
+    from napari_raysam.core.sam.models import load_model
+
+    return load_model("tiny_cells", device="cpu")
+
