@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from napari_raysam.core.dataset import SampleInput, write_dataset
 from napari_raysam.core.dataset.synthetic import make_samples
@@ -165,3 +166,26 @@ def test_more_workers_than_cpus_is_refused(ray_cluster, tmp_path):
     cfg = TrainConfig(dataset=str(ds), workers=1, gpus_per_worker=1, storage=str(tmp_path / "r"))
     with pytest.raises(RaysamError, match=r"0 GPU"):
         run_training(cfg)
+
+
+@pytest.mark.parametrize("mode", ["decoder", "lora", "full"])
+def test_each_mode_trains_and_its_model_loads_and_evaluates(ray_cluster, tmp_path, mode):
+    """Every mode through the job path on 2 workers (validation runs the fused encoder on the
+    mode's model, which broke LoRA once); model.pt is a plain SAM that loads and evaluates."""
+    from napari_raysam.core.sam.evaluate import evaluate_model
+    from napari_raysam.core.sam.models import load_model
+
+    ds = _dataset(tmp_path / "ds", "elongated", seed=6, n=4)
+    cfg = TrainConfig(dataset=str(ds), model="tiny_cells", mode=mode, workers=2, epochs=2,
+                      lr=3e-3, correction_rounds=1, steps_per_epoch=4, eval_objects=8,
+                      storage=str(tmp_path / "runs"))
+    out = run_training(cfg, log_to_driver=False)
+    assert [h["epoch"] for h in out.history] == [1, 2]
+    model = load_model(out.checkpoint, device="cpu")
+    assert model.lineage["mode"] == mode
+    base = load_model("tiny_cells", device="cpu")
+    assert (model.encoder_fingerprint == base.encoder_fingerprint) == (mode == "decoder")
+    assert all(type(b.attn.qkv) is torch.nn.Linear for b in model.sam.image_encoder.blocks)
+    result = evaluate_model(model, str(ds), rounds=1, max_objects=8)
+    assert result["objects"] > 0
+    assert all(0.0 <= result[m] <= 1.0 for m in ("miou_point", "miou_box", "miou_corrected"))

@@ -17,7 +17,9 @@ times. Here:
 Measured on vit_b at 1024 px (``benchmarks/embedding_compute.py``); tried and slower: SDPA with
 the mask for global attention too (per 1-64 rows), folding the terms into longer q/k vectors.
 Only inference uses this (``torch.is_grad_enabled()`` falls back to the module); encoders other
-than segment_anything's standard ``ImageEncoderViT`` are run unchanged (:func:`supports`).
+than segment_anything's standard ``ImageEncoderViT`` are run unchanged (:func:`supports`). The
+attention's ``qkv``/``proj`` and each block's norms and MLP are called as modules, so wrappers
+that replace them (micro-sam's LoRA/PEFT surgery on ``attn.qkv``) keep their own maths.
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ def _attention(attn, x):
 
     b, h, w, _ = x.shape
     heads = attn.num_heads
-    qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias).reshape(b, h * w, 3, heads, -1)
+    # qkv and proj through their modules, as segment_anything does: a wrapper such as
+    # micro-sam's LoRA (AttentionLoRA: base projection + LoRA delta) computes its own maths
+    qkv = attn.qkv(x).reshape(b, h * w, 3, heads, -1)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, N, d) each
     d = q.shape[-1]
     if not attn.use_rel_pos:
@@ -89,7 +93,7 @@ def _attention(attn, x):
             mask = torch.add(rel_h, rel_w).view(b, heads, h * w, h * w)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
     out = out.transpose(1, 2).reshape(b, h, w, heads * d)
-    return F.linear(out, attn.proj.weight, attn.proj.bias)
+    return attn.proj(out)
 
 
 def _global_attention(q, k, v, rel_h, rel_w):
