@@ -98,7 +98,7 @@ def test_apply_returns_labels_and_table_equal_to_a_plain_loop(ray_head, tmp_path
     assert len(objects) == sum(int(r["objects"]) for r in rows.values())
     assert first["segmented"] == 4  # every .tif reached a worker; notes.txt did not
     # the same inputs and model again: nothing is segmented, the same results come back
-    assert cli.main([*argv[:4], str(tmp_path / "out2"), *argv[5:]]) == 0
+    assert cli.main([*argv[:5], str(tmp_path / "out2"), *argv[6:]]) == 0
     again = _end(capsys.readouterr().out)
     assert (again["segmented"], again["reused"]) == (0, 4)
     assert _rows(tmp_path / "out2") == rows

@@ -1,4 +1,4 @@
-"""The three docks opened through napari fit a 1280x800 window: no squashed rows, a plot that
+"""The four docks opened through napari fit a 1280x800 window: no squashed rows, a plot that
 keeps to its place."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def _open_three(make_napari_viewer, qtbot):
     window = viewer.window._qt_window
     window.resize(1280, 800)
     docks = {name: viewer.window.add_plugin_dock_widget("napari-raysam", name)[1]
-             for name in ("Segment", "Export", "Train")}
+             for name in ("Segment", "Export", "Train", "Apply")}
     return viewer, window, docks
 
 
@@ -38,11 +38,11 @@ def _squashed(dock) -> list[str]:
     return out
 
 
-def test_three_docks_fit_800_px_and_no_row_is_squashed(make_napari_viewer, qtbot):
+def test_four_docks_fit_800_px_and_no_row_is_squashed(make_napari_viewer, qtbot):
     viewer, window, docks = _open_three(make_napari_viewer, qtbot)
     segment, export, train = docks["Segment"], docks["Export"], docks["Train"]
     for label in (segment.status, export.plan_label, export.status, train.summary, train.status,
-                  train.result):
+                  train.result, docks["Apply"].status):
         label.setText(LONG)
     train.log_box.setChecked(True)  # the log open below the plot
     window.resize(1280, 800)

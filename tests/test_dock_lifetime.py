@@ -9,7 +9,7 @@ import pytest
 
 from test_segment_widget import press
 
-DOCKS = ("Segment", "Export", "Train")
+DOCKS = ("Segment", "Export", "Train")  # the Apply dock listens to no viewer event
 
 
 def _owners(emitter) -> set[int]:

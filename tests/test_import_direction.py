@@ -1,8 +1,8 @@
 """Layers run one way (read from the source with ast, every import, also inside functions):
 the entrypoints, the CLI and Qt on top; then the client side (``core.runs``, ``core.cluster``);
-then the job side (``core.training``, ``core.apply``); then ``core.sam`` and ``core.dataset``; then the bottom
-layer (the modules directly in ``core``). Nothing reaches up, and module-level imports have no
-cycles. The rules are the ones each package's ``__init__`` docstring states."""
+then the jobs (``core.training``, ``core.apply``); then ``core.sam`` and ``core.dataset``; then
+the bottom layer (the modules directly in ``core``). Nothing reaches up, and module-level
+imports have no cycles. The rules are the ones each package's ``__init__`` docstring states."""
 
 from __future__ import annotations
 

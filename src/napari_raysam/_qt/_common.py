@@ -235,3 +235,18 @@ def preload(modules: tuple[str, ...]) -> None:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def detach_workers(workers) -> None:
+    """Disconnect every worker from its (possibly deleted) dock and stop streams; touches no
+    Qt widget."""
+    for worker in workers:
+        if worker is None:
+            continue
+        for signal in ("item", "failed", "returned", "errored", "finished"):
+            try:
+                getattr(worker, signal).disconnect()
+            except (AttributeError, TypeError, RuntimeError):
+                pass
+        if hasattr(worker, "quit"):
+            worker.quit()

@@ -13,6 +13,7 @@ from napari_raysam._qt._common import (
     DockLifetime,
     StreamThread,
     ViewerHooks,
+    detach_workers,
     preload,
     run_in_worker,
     show_status,
@@ -324,17 +325,7 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         show_status(self.status, str(exc), error=True)
 
     def _detach_workers(self) -> None:
-        """Disconnect every worker from this dock (touches no Qt widget: it may be gone)."""
-        for worker in [*self.workers, self.follower]:
-            if worker is None:
-                continue
-            for signal in ("item", "failed", "returned", "errored", "finished"):
-                try:
-                    getattr(worker, signal).disconnect()
-                except (AttributeError, TypeError, RuntimeError):
-                    pass
-            if hasattr(worker, "quit"):
-                worker.quit()
+        detach_workers([*self.workers, self.follower])
 
 
 def _where(address: str) -> str:

@@ -138,3 +138,20 @@ def _write_tables(dest: Path, rows: list[dict]) -> None:
 
     for fname, text in render_tables(rows).items():
         (dest / fname).write_text(text)
+
+
+def result_pairs(dest: str | Path, inputs: str | Path | None = None) -> list[tuple[str, Path | None,
+                                                                                  Path]]:
+    """(image name, its input file when ``inputs`` is a local folder holding it, its labels) for
+    every segmented image of fetched results in ``dest``, in table order."""
+    import csv
+
+    dest = Path(dest)
+    with open(dest / "table.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["status"] == "ok" and r["labels"]]
+    folder = Path(inputs) if inputs and Path(inputs).is_dir() else None
+    out = []
+    for r in rows:
+        image = folder / r["image"] if folder and (folder / r["image"]).is_file() else None
+        out.append((r["image"], image, dest / r["labels"]))
+    return out
