@@ -18,7 +18,20 @@ RAY_LINES = ("Started a local Ray instance", "Token authentication is", "Uploadi
              "WebSocket closed", "Connecting to existing Ray cluster")
 
 
-def test_configure_logging_quiets_ray_and_the_jobs_sdk_unless_verbose():
+@pytest.fixture
+def own_logger():
+    """The ``napari_raysam`` logger, restored afterwards: configure_logging gives it a handler
+    and stops its propagation, which would hide later tests' records from caplog."""
+    from napari_raysam.cli.log_setup import OWN_LOGGER
+
+    own = logging.getLogger(OWN_LOGGER)
+    saved = own.handlers[:], own.propagate, own.level
+    yield own
+    own.handlers[:], own.propagate = saved[0], saved[1]
+    own.setLevel(saved[2])
+
+
+def test_configure_logging_quiets_ray_and_the_jobs_sdk_unless_verbose(own_logger):
     from napari_raysam.cli.log_setup import RAY_LOGGERS, configure_logging
 
     names = (*RAY_LOGGERS, "ray._private.worker", "ray._private.runtime_env.packaging",
@@ -36,6 +49,23 @@ def test_configure_logging_quiets_ray_and_the_jobs_sdk_unless_verbose():
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
+
+
+def test_library_diagnostics_reach_the_command_line(own_logger, capsys):
+    """A warning of library code (``logging.getLogger(__name__)``) is on stderr without
+    --verbose; its INFO lines only with --verbose."""
+    from napari_raysam.cli.log_setup import configure_logging
+
+    diag = logging.getLogger("napari_raysam._qt.metrics_plot")
+    configure_logging(False)
+    diag.warning("the metrics plot could not be drawn: no fonts")
+    diag.info("an info line")
+    err = capsys.readouterr().err
+    assert "WARNING: the metrics plot could not be drawn: no fonts" in err
+    assert "an info line" not in err
+    configure_logging(True)
+    diag.info("an info line")
+    assert capsys.readouterr().err.count("INFO: an info line") == 1  # one handler, not two
 
 
 def _train(ds: Path, storage: Path, *extra: str) -> str:

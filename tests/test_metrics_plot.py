@@ -64,14 +64,16 @@ def test_missing_metric_hides_its_curve(qtbot, plot):
     assert plot.loss_ax.get_legend() is not None and plot.iou_ax.get_legend() is None
 
 
-def test_a_failed_drawing_leaves_napari_running(qtbot, plot, monkeypatch, capsys):
+def test_a_failed_drawing_leaves_napari_running(qtbot, plot, monkeypatch, caplog):
     def broken(*_args):
         raise ValueError("no fonts")
 
     monkeypatch.setattr(plot, "_render", broken)
     plot.add(_event(1))
     qtbot.waitUntil(plot.is_current, timeout=10_000)
-    assert "could not be drawn: no fonts" in capsys.readouterr().out
+    failures = [r for r in caplog.records if "could not be drawn: no fonts" in r.getMessage()]
+    assert failures and failures[0].levelname == "WARNING"
+    assert failures[0].name == "napari_raysam._qt.metrics_plot"  # under the CLI's own logger
     monkeypatch.undo()
     plot.add(_event(2))  # the next event draws again
     qtbot.waitUntil(plot.is_current, timeout=10_000)

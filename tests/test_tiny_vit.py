@@ -1,7 +1,13 @@
-"""vit_t (MobileSAM) without the mobile_sam package: our TinyViT encoder, its checkpoints, the
-micro-sam registry path, prompts through micro-sam's own functions, and the LoRA refusal."""
+"""vit_t (MobileSAM) without the mobile_sam package: our TinyViT encoder against upstream
+MobileSAM's (golden output, in a subprocess), its checkpoints, the micro-sam registry path,
+prompts through micro-sam's own functions, and the LoRA refusal."""
 
 from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +43,40 @@ def test_encoder_shapes_and_mobile_sam_parameter_names():
     with torch.no_grad():
         out = sam.image_encoder.eval()(torch.randn(1, 3, 1024, 1024))
     assert out.shape == (1, 256, 64, 64) and torch.isfinite(out).all()
+
+
+GOLDEN_ATOL = 1e-4  # float32 on one CPU; the two differ only in op order (SDPA vs softmax)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mobile_sam") is None,
+                    reason="upstream MobileSAM is not installed (pip install mobilesam-mirror, "
+                           "in the test extra); our vit_t tests run without it")
+def test_encoder_matches_upstream_mobile_sam(tmp_path):
+    """Identical random weights in ours and in upstream MobileSAM's vit_t (built as micro-sam
+    builds it, in a subprocess) give the same embedding. Our state dict loads into upstream's
+    with strict=True, so the key sets are equal and checkpoints load both ways."""
+    from mobile_sam_golden import randomize
+
+    ours = models.build_standard_sam("vit_t").eval()
+    ours.load_state_dict(randomize(ours.state_dict(), seed=1), strict=True)
+    torch.save(ours.state_dict(), tmp_path / "weights.pt")
+    x = np.random.default_rng(0).standard_normal((1, 3, 1024, 1024), dtype=np.float32)
+    np.save(tmp_path / "input.npy", x)
+    helper = Path(__file__).with_name("mobile_sam_golden.py")
+    upstream_side = subprocess.Popen([sys.executable, str(helper), str(tmp_path)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with torch.no_grad():  # ours meanwhile
+        out = ours.image_encoder(torch.from_numpy(x)).numpy()
+    _, err = upstream_side.communicate(timeout=600)
+    assert upstream_side.returncode == 0, err[-3000:]
+
+    upstream = np.load(tmp_path / "upstream.npz")
+    assert out.shape == upstream["out"].shape == (1, 256, 64, 64)
+    assert np.abs(upstream["out"]).max() > 0.1  # the weights reach the output
+    diff = float(np.abs(out - upstream["out"]).max())
+    assert diff < GOLDEN_ATOL, f"max abs diff {diff:.2e} vs upstream MobileSAM"
+    print(f"max abs diff {diff:.2e}; upstream's cached attention bias was off by "
+          f"{float(upstream['stale_bias']):.2f} until eval() after the load")
 
 
 def test_window_bias_is_shared_by_equal_offsets():

@@ -69,6 +69,8 @@ class DockLifetime:
         self.hooks.release()
 
 
+# Not magicgui's/napari's layer ComboBox: napari syncs it by connecting the dock's reset_choices
+# to the viewer and never disconnects it when the dock closes; this one goes with ViewerHooks.
 class LayerCombo(QComboBox):
     """A combo box listing the viewer's layers of one type, kept in sync with the viewer."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -17,6 +18,8 @@ CURVES = (("train_loss", "train loss", 0), ("val_loss", "val loss", 0),
 DPI = 100
 MIN_SIZE = (240, 180)  # below this the figure's text no longer fits
 HINT_SIZE = (400, 220)
+
+log = logging.getLogger(__name__)
 
 
 class MetricsPlot(QLabel):
@@ -117,7 +120,7 @@ class MetricsPlot(QLabel):
             image = self._render(epochs, size)
         except Exception as exc:  # noqa: BLE001 - a plot must never take napari down
             image = QImage()
-            print(f"napari-raysam: the metrics plot could not be drawn: {exc}")
+            log.warning("the metrics plot could not be drawn: %s", exc)
         try:
             self.rendered.emit(image, number)
         except RuntimeError:  # the widget was deleted (napari closed) meanwhile

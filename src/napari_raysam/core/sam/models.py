@@ -323,6 +323,8 @@ def _load_registry_model(name: str, device: str) -> LoadedModel:
     if name.startswith("vit_t") and not util.VIT_T_SUPPORT:
         return _load_registry_vit_t(name, device)
     predictor, state = util.get_sam_model(model_type=name, device=device, return_state=True)
+    # eval() again: MobileSAM's TinyViT (vit_t with mobile_sam installed) caches its attention
+    # bias on eval(), which micro-sam called before loading the weights
     sam = predictor.model.eval()
     loaded = LoadedModel(name, name[:5], sam, device, decoder_state=state.get("decoder_state"))
     loaded._predictor = predictor
