@@ -23,3 +23,9 @@ fi
 # No -q: the first install downloads several GB, pip shows its progress.
 echo "Installing napari-raysam and its dependencies with $PYTHON" >&2
 "$PYTHON" -m pip install --progress-bar on torch==2.14.1 torchvision==0.29.1 -e ".[test]"
+
+# Upstream MobileSAM for the vit_t golden-output test only (tests/test_tiny_vit.py runs it in a
+# subprocess with this folder on PYTHONPATH). Kept out of the environment: installed there it
+# would replace segment_anything as micro-sam's SAM code in every process. timm (its one
+# dependency) comes with micro-sam.
+"$PYTHON" -m pip install --no-deps --upgrade --target .upstream "mobilesam-mirror==1.0.0"
