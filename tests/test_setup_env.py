@@ -122,7 +122,12 @@ def sandbox(tmp_path):
 
 
 def pip_installs(calls):
-    return [c for c in calls if " -m pip install" in c]
+    """The environment's installs (not the golden test's upstream copy in .upstream/)."""
+    return [c for c in calls if " -m pip install" in c and "--target .upstream" not in c]
+
+
+def upstream_installs(calls):
+    return [c for c in calls if " -m pip install" in c and "--target .upstream" in c]
 
 
 def test_pep668_python_gets_a_venv_and_setup_installs_into_it(sandbox):
@@ -136,6 +141,8 @@ def test_pep668_python_gets_a_venv_and_setup_installs_into_it(sandbox):
     words = install.split()
     assert {"torch==2.14.1", "torchvision==0.29.1", "-e", ".[test]"} <= set(words)
     assert "-q" not in words and "--quiet" not in words  # pip's progress shows
+    (upstream,) = upstream_installs(calls)  # MobileSAM beside, never into, the environment
+    assert upstream.startswith(f"venv {venv_python} -m pip install --no-deps")
     assert "Creating the virtual environment" in proc.stderr
     assert not [c for c in calls if c.startswith(("apt-get", "sudo"))]
 
