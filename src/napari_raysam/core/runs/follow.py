@@ -3,8 +3,9 @@ lines; refresh, re-attach, cancel.
 
 Events yielded by :func:`follow` (dicts, one per step):
 
-* training events, as ``train --json`` prints them: ``start``, ``baseline``, ``epoch``,
-  ``resume``, ``end`` (replayed first from the run's ``events/`` in storage, never twice);
+* training events, as ``train --json`` prints them: ``start``, ``baseline``, ``progress``
+  (with the job's ``eta_s``), ``epoch``, ``resume``, ``end`` (replayed first from the run's
+  ``events/`` in storage, never twice);
 * ``{"event": "status", "run", "status": PENDING|RUNNING|SUCCEEDED|FAILED|STOPPED,
   "message", "log_tail"}`` whenever the job status changes (log_tail on FAILED);
 * ``{"event": "log", "run", "line"}`` for every other line of the job's output;
@@ -33,7 +34,7 @@ from napari_raysam.core.runs.records import TERMINAL, RunIndex, RunRecord
 from napari_raysam.core.storage import Storage, StorageError
 from napari_raysam.core.training.events import EventLog, now_iso
 
-TRAINING_EVENTS = ("start", "baseline", "epoch", "resume", "end")
+TRAINING_EVENTS = ("start", "baseline", "progress", "epoch", "resume", "end")
 
 
 def list_runs(index: RunIndex | None = None) -> list[RunRecord]:
