@@ -155,18 +155,23 @@ def unreadable_tiff(path: Path, exc: BaseException) -> DatasetError:
     )
 
 
-def missing_split_text(n: int, val_fraction: float, splits: list[str]) -> str | None:
+def missing_split_text(n: int, val_fraction: float, splits: list[str], planned: bool = False
+                       ) -> str | None:
     """What a set of ``n`` samples with these ``splits`` cannot do, or None when it has both
-    splits. ``val_fraction`` 0 is a set that is all train, 1 a test set (all held out)."""
+    splits (``planned``: said of a set about to be written). ``val_fraction`` 0 makes a set
+    that is all train, 1 a test set (all held out)."""
     if "val" not in splits:
-        if val_fraction <= 0:
-            return (f"No validation split: the set holds {n} image(s)/plane(s), all for training "
-                    "(val fraction 0), so fine-tuning on it is not measured before/after. "
-                    "Evaluate on a separate test set (`napari-raysam dataset create ... "
-                    "--val-fraction 1`, then `napari-raysam evaluate TESTSET --model run:NAME`).")
-        return (f"No validation split: the set holds {n} image(s)/plane(s) and none is held out, "
-                "so fine-tuning cannot be measured before/after on held-out data. Export at "
-                "least 2 annotated planes (or images) to get one.")
+        all_train = val_fraction <= 0
+        what = f"{n} image(s)/plane(s)" + (", all for training (val fraction 0)," if all_train
+                                            else "")
+        head = (f"No validation split: the set will hold {what} and none is held out"
+                if planned else f"This training set has {what} and no validation split")
+        if all_train:
+            return (f"{head}, so fine-tuning on it is not measured before/after. Evaluate on a "
+                    "separate test set (`napari-raysam dataset create ... --val-fraction 1`, "
+                    "then `napari-raysam evaluate TESTSET --model run:NAME`).")
+        return (f"{head}, so fine-tuning cannot be measured before/after on held-out data. "
+                "Export at least 2 annotated planes (or images) to get one.")
     if "train" not in splits:
         return (f"A test set: all {n} image(s)/plane(s) are held out (val split; val fraction "
                 "1) and none is for training. Evaluate models on it (`napari-raysam evaluate "

@@ -209,7 +209,7 @@ def plan_split_warning(plan: WritePlan, seed: int = 0, val_fraction: float = 0.2
     if plan.existing is not None:
         val_fraction = plan.existing.val_fraction
     splits = old + planned_splits(plan, seed, val_fraction)
-    return missing_split_text(len(splits), val_fraction, splits)
+    return missing_split_text(len(splits), val_fraction, splits, planned=True)
 
 
 def _tiff_bytes(array: np.ndarray) -> bytes:
