@@ -59,7 +59,7 @@ class TrainConfig:
     gpus_per_worker: float = _opt(0.0, "GPUs each worker reserves; 0 trains on CPUs")
     epochs: int | None = _opt(None, "passes over the training images (default: sized from the "
                               "training set: at least 100 samples per epoch, micro-sam's rule, "
-                              "and 5-20 epochs; the job prints the plan and an ETA)")
+                              "and 5-20 epochs; progress shows them with an ETA)")
     lr: float = _opt(1e-4, "learning rate of AdamW")
     weight_decay: float = 1e-4
     patience: int | None = _opt(None, "early stopping: end the run when the val box mIoU has "
