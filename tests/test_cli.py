@@ -64,8 +64,9 @@ def test_before_after_table_names_each_score_and_counts_val_objects():
     table = before_after_table(BEFORE, AFTER, rounds=3)
     lines = table.splitlines()
     assert "23 val objects" in lines[0] and "before -> after" in lines[0]
-    rows = {line.split()[0]: line for line in lines[1:]}
+    rows = {line.split()[0]: line for line in lines[1:4]}
     assert set(rows) == {"point", "box", "corrected"}
+    assert lines[4].startswith("verdict: improved (decided by the val box mIoU")
     assert "0.410 -> 0.710" in rows["point"] and "(+0.300)" in rows["point"]
     assert "0.520 -> 0.800" in rows["box"] and "bounding box" in rows["box"]
     assert "3 correction click" in rows["corrected"]

@@ -174,3 +174,30 @@ def test_create_with_a_wrong_stack_axis_says_which(tmp_path, capsys):
         cli.main([*args, "--out", str(tmp_path / "c"), "--stack-axis", "z"])
     assert info.value.code == 2 and "not an axis number" in capsys.readouterr().err
     assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_val_fraction_0_and_1_make_a_train_only_set_and_a_test_set(tmp_path, capsys,
+                                                                    monkeypatch):
+    imgs, labs = _folders(tmp_path, n=3)
+    train_only, test_set = tmp_path / "train-only", tmp_path / "test-set"
+    assert cli.main(["dataset", "create", "--images", str(imgs), "--labels", str(labs),
+                     "--out", str(train_only), "--val-fraction", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "train       3 samples" in text and "val fraction 0" in text
+    assert cli.main(["dataset", "create", "--images", str(imgs), "--labels", str(labs),
+                     "--out", str(test_set), "--val-fraction", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "val         3 samples" in text and "A test set" in text
+    splits = {s["split"] for s in json.loads((test_set / "manifest.json").read_text())["samples"]}
+    assert splits == {"val"}
+    assert cli.main(["dataset", "create", "--images", str(imgs), "--labels", str(labs),
+                     "--out", str(tmp_path / "bad"), "--val-fraction", "1.5"]) == 2
+    assert "from 0 to 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+    # where a split is then missing, the commands say so (before any model or cluster starts)
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("napari_raysam.cli.train",))
+    assert cli.main(["train", str(test_set), "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be trained on" in err and "A test set" in err and "evaluate" in err
+    assert cli.main(["evaluate", str(train_only), "--model", "tiny"]) == 2
+    assert "val fraction 0" in capsys.readouterr().err

@@ -13,7 +13,15 @@ from napari_raysam.core.dataset import (
     planned_splits,
     write_dataset,
 )
-from napari_raysam.core.runs.text import failure_reason, run_item_text, run_status_text
+from napari_raysam.core.runs.text import (
+    epoch_text,
+    eta_text,
+    failure_reason,
+    model_summary,
+    progress_text,
+    run_item_text,
+    run_status_text,
+)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 10])
@@ -63,3 +71,40 @@ def test_run_status_text_says_failed_and_why():
 def test_run_item_shows_the_state_first():
     assert run_item_text("run-20260417-153012-a1b2c3", "FAILED") == \
         "[FAILED] run-20260417-153012-a1b2c3"
+
+
+def test_eta_and_progress_texts():
+    assert eta_text(None) == "" and eta_text(0.2) == "~1 s left" and eta_text(44.6) == "~45 s left"
+    assert eta_text(125) == "~2 min left" and eta_text(3900) == "~1 h 5 min left"
+    progress = {"event": "progress", "epoch": 3, "epochs": 30, "step": 40, "steps": 100,
+                "eta_s": 130.0}
+    assert progress_text(progress) == "epoch 3/30, step 40/100, ~2 min left"
+    epoch = {"event": "epoch", "epoch": 3, "epochs": 30, "val_miou_box": 0.71234, "eta_s": 95}
+    assert epoch_text(epoch) == "Epoch 3/30: val box mIoU 0.712, ~2 min left"
+    assert epoch_text({**epoch, "epoch": 30, "eta_s": 0}) == "Epoch 30/30: val box mIoU 0.712"
+    assert "stopped early" in epoch_text({**epoch, "stopped_early": True, "eta_s": 0})
+    no_val = epoch_text({"event": "epoch", "epoch": 1, "epochs": 2, "eta_s": 30})
+    assert no_val == "Epoch 1/2: no val split, nothing measured, ~30 s left"
+
+
+def test_dock_summary_says_verdict_and_which_epoch_was_returned():
+    from types import SimpleNamespace
+
+    from napari_raysam.core.training.report import report_facts, returned_text
+
+    before = {"val_miou_point": 0.5, "val_miou_box": 0.6, "val_miou_corrected": 0.7}
+    history = [{"epoch": e, "val_miou_box": b, "stopped_early": e == 4}
+               for e, b in ((1, 0.62), (2, 0.70), (3, 0.66), (4, 0.65))]
+    after = {"val_miou_point": 0.45, "val_miou_box": 0.70, "val_miou_corrected": 0.69}
+    facts = report_facts({"returned": returned_text(2, history, stopped_early=True),
+                          "best_epoch": 2, "unrelated": 1})
+    assert set(facts) == {"returned", "best_epoch"}
+    model = SimpleNamespace(name="r1", partial=False, path="/m.pt",
+                            metrics={"before": before, "after": after, **facts})
+    text = model_summary(model)
+    # point fell, box (the deciding score) rose: one rule, "improved", as report.json says
+    assert "Verdict: improved." in text and "WORSE" not in text
+    assert "epoch 2 of 4" in text and "highest val box mIoU (0.700)" in text
+    assert "stopped early after epoch 4" in text
+    worse = SimpleNamespace(**{**vars(model), "metrics": {"before": after, "after": before}})
+    assert "Verdict: WORSE." in model_summary(worse)

@@ -150,3 +150,17 @@ def test_a_run_without_a_val_split_shows_a_banner(dock):
     assert NO_VAL in widget.result.text()
     widget._on_event({"event": "epoch", "epoch": 1, "epochs": 2, "train_loss": 0.4})
     assert "no val split" in widget.status.text()
+
+
+def test_the_jobs_eta_shows_live_and_auto_epochs_are_the_default(dock):
+    _, widget = dock
+    widget.record = _record(widget, NAME, "RUNNING")
+    assert widget.options()["epochs"] is None and widget.epochs.text() == "auto"
+    assert widget.options()["patience"] is None and widget.options()["lr_schedule"] == "constant"
+    widget._on_event({"event": "progress", "epoch": 1, "epochs": 20, "step": 3, "steps": 100,
+                      "eta_s": 130.0})
+    assert widget.status.text() == "epoch 1/20, step 3/100, ~2 min left"
+    assert widget.progress_bar.maximum() == 20
+    widget._on_event({"event": "epoch", "epoch": 2, "epochs": 20, "train_loss": 0.4,
+                      "val_miou_box": 0.5, "eta_s": 50.0})
+    assert widget.status.text() == "Epoch 2/20: val box mIoU 0.500, ~50 s left"

@@ -63,7 +63,8 @@ def round_run(ray_cluster, tmp_path_factory):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["train", str(ds), "--model", "tiny", "--mode", "decoder", "--workers", "2",
-                     "--epochs", "4", "--storage", str(root / "runs"), "--json", *FAST])
+                     "--epochs", "4", "--storage", str(root / "runs"), "--json",
+                     "--lr-schedule", "plateau", *FAST])
     assert code == 0
     lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
     registered = lines.pop()  # the CLI registers the model after the run's last event
@@ -80,8 +81,15 @@ def test_cli_run_learns_and_writes_outputs(round_run, worker_cache):
     assert kinds[0] == "start" and kinds[1] == "baseline" and kinds.count("epoch") == 4
     epoch = next(e for e in lines if e["event"] == "epoch")
     for key in ("epoch", "train_loss", "val_loss", "val_miou_point", "val_miou_box",
-                "val_miou_corrected", "epoch_time_s", "objects_per_s"):
+                "val_miou_corrected", "epoch_time_s", "objects_per_s", "eta_s", "lr"):
         assert key in epoch
+    # the job's ETA: measured from its first steps, streamed before the first epoch ends
+    progress = [e for e in lines if e["event"] == "progress"]
+    assert progress and kinds.index("progress") < kinds.index("epoch")
+    assert progress[0]["epoch"] == 1 and progress[0]["step"] == 3 and progress[0]["steps"] == 30
+    assert progress[0]["epochs"] == 4 and progress[0]["eta_s"] > 0
+    etas = [e["eta_s"] for e in lines if e["event"] == "epoch"]
+    assert etas[0] > 0 and etas[-1] == 0
     for name in ("model.pt", "report.json", "curves.png", "run.json"):
         assert (run_dir / name).is_file(), name
     assert len(list((run_dir / "events").glob("*.json"))) == len(kinds)
@@ -90,6 +98,14 @@ def test_cli_run_learns_and_writes_outputs(round_run, worker_cache):
     gain = rep["after"]["val_miou_point"] - rep["before"]["val_miou_point"]
     assert gain > 0.1, rep["summary"]
     assert rep["verdict"] == "improved"
+    # one score decides: model.pt is the epoch with the best val box mIoU, and says so
+    from napari_raysam.core.training.report import best_epoch
+
+    assert rep["best_metric"] == "val_miou_box"
+    assert rep["best_epoch"] == best_epoch(rep["history"])
+    assert f"epoch {rep['best_epoch']} of 4" in rep["returned"]
+    assert rep["after"]["val_miou_box"] == max(h["val_miou_box"] for h in rep["history"])
+    assert lines[-1]["returned"] == rep["returned"] and lines[-1]["verdict"] == "improved"
     from napari_raysam.core.sam.models import load_model
 
     model = load_model(str(run_dir / "model.pt"), device="cpu")
@@ -108,10 +124,18 @@ def test_finetune_round_model_on_elongated_cells(round_run, tmp_path):
     ds = _dataset(tmp_path / "elong", "elongated", seed=5)
     cfg = TrainConfig(dataset=str(ds), model=str(run_dir / "model.pt"), mode="decoder",
                       workers=2, epochs=3, lr=3e-3, correction_rounds=1, steps_per_epoch=30,
-                      storage=str(tmp_path / "runs"))
+                      storage=str(tmp_path / "runs"), patience=1)
     out = run_training(cfg, log_to_driver=False)
     gain = out.after["val_miou_point"] - out.before["val_miou_point"]
     assert gain > 0.05, (out.before, out.after)
+    from napari_raysam.core.training.report import best_epoch, should_stop
+
+    # patience 1: the run ends after the first epoch without a better val box mIoU
+    epochs = [h["epoch"] for h in out.history]
+    stopped = bool(out.facts["stopped_early"])
+    assert stopped == (epochs != [1, 2, 3]), out.history
+    assert all(not should_stop(out.history[:i], 1) for i in range(1, len(epochs)))
+    assert out.best_epoch == best_epoch(out.history)
 
 
 def test_killed_worker_resumes_without_double_counting(ray_cluster, tmp_path):

@@ -226,3 +226,65 @@ def test_trainconfig_is_the_one_option_schema():
     assert "weight_decay" not in {f.name for f in option_fields()}  # not a CLI option
     with pytest.raises(RaysamError, match="not a training option"):
         option_argv({"storage": "/x"}, reserved=("storage",))
+
+
+def test_one_verdict_rule_decided_by_the_score_that_picks_the_checkpoint(tmp_path):
+    before = {"val_miou_point": 0.6, "val_miou_box": 0.70, "val_miou_corrected": 0.8}
+    up_box_down_point = {"val_miou_point": 0.3, "val_miou_box": 0.75, "val_miou_corrected": 0.7}
+    assert report.BEST_METRIC == "val_miou_box"
+    assert report.verdict(before, up_box_down_point)[0] == "improved"  # the mean fell: box rules
+    assert report.verdict(up_box_down_point, before)[0] == "worse"
+    same_box = {**up_box_down_point, "val_miou_box": 0.703}
+    kind, text = report.verdict(before, same_box)
+    assert kind == "no change" and "val box mIoU" in text
+    assert report.VERDICT_LABELS[kind] == "no change" and report.VERDICT_LABELS["worse"] == "WORSE"
+    assert report.verdict(before, {})[0] == "no val split"
+    history = [{"epoch": 1, "train_loss": 1.0, "val_miou_box": 0.72},
+               {"epoch": 2, "train_loss": 0.9, "val_miou_box": 0.75},
+               {"epoch": 3, "train_loss": 0.8, "val_miou_box": 0.75, "stopped_early": True}]
+    path = report.write_report(tmp_path, before, up_box_down_point, 2, history, {})
+    saved = json.loads(path.read_text())
+    assert saved["verdict"] == "improved" and saved["best_metric"] == "val_miou_box"
+    assert saved["best_epoch"] == 2 and saved["stopped_early"] and saved["epochs_run"] == 3
+    assert "epoch 2 of 3" in saved["returned"] and "val box mIoU" in saved["returned"]
+    assert report.write_curves(tmp_path, before, history, best=2).stat().st_size > 0
+
+
+def test_best_epoch_and_early_stopping():
+    def hist(*scores):
+        return [{"epoch": i + 1, "val_miou_box": s} for i, s in enumerate(scores)]
+
+    assert report.best_epoch(hist(0.5, 0.7, 0.7, 0.6)) == 2  # the earliest of a tie
+    assert report.best_epoch([{"epoch": 1}]) is None
+    assert not report.should_stop(hist(0.5, 0.7, 0.6), None)
+    assert not report.should_stop(hist(0.5, 0.7, 0.6), 2)
+    assert report.should_stop(hist(0.5, 0.7, 0.6, 0.65), 2)
+    assert not report.should_stop([{"epoch": 1}, {"epoch": 2}], 1)  # no val: never stops
+    with pytest.raises(RaysamError, match="patience"):
+        TrainConfig(dataset="x", patience=0).validate()
+    with pytest.raises(RaysamError, match="lr_schedule"):
+        TrainConfig(dataset="x", lr_schedule="cosine").validate()
+
+
+def test_runs_sized_by_the_data():
+    """Epochs left unset: at least 100 samples per epoch (micro-sam's rule) and 5-20 epochs;
+    epochs given: one pass per epoch, as before."""
+    assert data.plan_run(3, 1, 1, None) == (100, 20)
+    assert data.plan_run(3, 2, 1, None) == (50, 20)  # 2 workers share the 100 samples
+    assert data.plan_run(250, 1, 1, None) == (250, 8)
+    assert data.plan_run(5000, 1, 1, None) == (5000, 5)
+    assert data.plan_run(3, 1, 1, None, fixed=4) == (4, 20)
+    assert data.plan_run(3, 1, 1, 2) == (3, 2)
+    assert TrainConfig(dataset="x").epochs is None
+
+
+def test_eta_from_the_first_steps():
+    eta = events.Eta(steps=10, epochs=3, first=3, every_s=10.0)
+    assert eta.left_s(1, 0) is None and not eta.due(now=0.0)
+    eta.validated(2.0)
+    for _ in range(3):
+        eta.stepped(0.5)
+    # 27 steps of 0.5 s and 3 validations of 2 s to go
+    assert eta.left_s(1, 3) == pytest.approx(27 * 0.5 + 3 * 2.0)
+    assert eta.left_s(2, 10, validated=True) == pytest.approx(10 * 0.5 + 2.0)
+    assert eta.due(now=1.0) and not eta.due(now=5.0) and eta.due(now=11.5)

@@ -37,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from napari_raysam.core.apply.job import ApplyConfig, ApplySettings, run_apply
+    from napari_raysam.core.runs.text import progress_text
 
     if args.workers < 1 or args.threads < 1:
         print("error: --workers and --threads must be at least 1", file=sys.stderr)
@@ -50,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(event, default=str), flush=True)
         elif event.get("event") == "progress":
-            print(f"{event['done']}/{event['total']} images, {event['images_per_s']:.2f}/s, "
-                  f"~{event['eta_s']:.0f} s left", flush=True)
+            print(progress_text(event), flush=True)
 
     try:
         run_apply(config, show)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 from napari_raysam.core.errors import RaysamError
 from napari_raysam.core.training.config import add_arguments, from_namespace
@@ -33,17 +32,22 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class ProgressPrinter:
-    """Human progress: one line per epoch with losses, val mIoU and an ETA."""
+    """Human progress: the job's progress lines and one line per epoch with losses, val mIoU
+    and the job's ETA (``core.runs.text`` words them as the Train dock does)."""
 
     def __init__(self, out=sys.stdout):
-        self.out, self.times = out, []
+        self.out = out
 
     def __call__(self, e: dict) -> None:
+        from napari_raysam.core.runs.text import eta_text, progress_text
+
         kind = e.get("event")
         if kind == "start":
             word = "resuming" if e.get("resumed") else "starting"
+            epochs = ("epochs sized from the training set" if e["epochs"] == "auto"
+                      else f"{e['epochs']} epochs")
             self._say(f"{word} run {e['run']} ({e['mode']}, {e['workers']} worker(s), "
-                      f"{e['epochs']} epochs) in {e['run_dir']}")
+                      f"{epochs}) in {e['run_dir']}")
             if e.get("warning"):
                 self._say(f"note: {e['warning']}")
         elif kind == "baseline":
@@ -51,17 +55,19 @@ class ProgressPrinter:
                       f"box {e['val_miou_box']:.3f} corrected {e['val_miou_corrected']:.3f}")
         elif kind == "resume":
             self._say(f"resumed from a checkpoint at epoch {e['from_epoch']}")
+        elif kind == "progress":
+            self._say(progress_text(e))
         elif kind == "epoch":
-            self.times.append(float(e.get("epoch_time_s") or 0.0))
-            per = sum(self.times) / len(self.times)
-            eta = time.strftime("%H:%M:%S", time.gmtime(per * (e["epochs"] - e["epoch"])))
             val = (f"val loss {e['val_loss']:.3f}  val mIoU point {e['val_miou_point']:.3f} "
                    f"box {e['val_miou_box']:.3f} corrected {e['val_miou_corrected']:.3f}  "
                    if "val_miou_box" in e else "(no val split)  ")
+            tail = ("stopped early: no better val box mIoU" if e.get("stopped_early")
+                    else eta_text(e.get("eta_s")))
             self._say(f"epoch {e['epoch']}/{e['epochs']}  loss {e['train_loss']:.3f}  {val}"
-                      f"{e['objects_per_s']:.0f} obj/s  ETA {eta}")
+                      f"{e['objects_per_s']:.0f} obj/s  {tail}".rstrip())
         elif kind == "end" and e.get("status") == "ok":
-            self._say(f"done: best epoch {e.get('best_epoch')}; report {e.get('report')}")
+            returned = e.get("returned") or f"best epoch {e.get('best_epoch')}."
+            self._say(f"done: {returned} Report: {e.get('report')}")
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)

@@ -37,6 +37,7 @@ from napari_raysam.core.cluster.local_head import LocalHead
 from napari_raysam.core.errors import RaysamError
 from napari_raysam.core.runs.apply import fetch_applied, result_pairs, submit_apply
 from napari_raysam.core.runs.records import TERMINAL, RunIndex
+from napari_raysam.core.runs.text import progress_text
 
 #: Results opened as layers at most (a folder of thousands would bury the viewer).
 MAX_OPENED = 20
@@ -143,9 +144,7 @@ class ApplyWidget(DockLifetime, QWidget):
         if kind == "progress":
             self.progress_bar.setRange(0, int(event.get("total") or 1))
             self.progress_bar.setValue(int(event.get("done") or 0))
-            show_status(self.status, f"{event['done']}/{event['total']} images, "
-                        f"{event.get('images_per_s', 0):.2f}/s, ~{event.get('eta_s', 0):.0f} s "
-                        "left")
+            show_status(self.status, progress_text(event))
         elif kind == "status" and event.get("status") in TERMINAL:
             self.cancel_button.setEnabled(False)
             state = event["status"]

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 from napari_raysam._qt._common import spin
 from napari_raysam._qt._dock import scroll_body
 from napari_raysam._qt.metrics_plot import MetricsPlot
-from napari_raysam.core.training.config import MODES
+from napari_raysam.core.training.config import LR_SCHEDULES, MODES
 
 NOT_CONNECTED = "Not connected."
 
@@ -48,7 +48,18 @@ class TrainForm:
         self.model_edit = QLineEdit()
         self.mode_combo = QComboBox()
         self.mode_combo.addItems(MODES)
-        self.epochs = spin(QSpinBox, 1, 10_000, 5)
+        self.epochs = spin(QSpinBox, 0, 10_000, 0)  # 0: sized from the training set
+        self.epochs.setSpecialValueText("auto")
+        self.epochs.setToolTip("auto: sized from the training set (at least 100 samples per "
+                               "epoch, micro-sam's rule; 5-20 epochs)")
+        self.patience = spin(QSpinBox, 0, 10_000, 0)  # 0: no early stopping
+        self.patience.setSpecialValueText("off")
+        self.patience.setToolTip("end the run after this many epochs without a better val box "
+                                 "mIoU; the best epoch is returned either way")
+        self.schedule_combo = QComboBox()
+        self.schedule_combo.addItems(LR_SCHEDULES)
+        self.schedule_combo.setToolTip("plateau: micro-sam's schedule, the learning rate x0.9 "
+                                       "after 3 epochs without a better val box mIoU")
         self.workers_spin = spin(QSpinBox, 1, 1024, 1)
         self.gpus = spin(QDoubleSpinBox, 0, 16, 0, step=0.5, decimals=2)
         self.lr = spin(QDoubleSpinBox, 1e-6, 1.0, 1e-4, step=1e-4, decimals=6)
@@ -96,8 +107,9 @@ class TrainForm:
         data_row.addWidget(self.last_export_button)
         form.addRow("Training set", data_row)
         for label, widget in (("Base model", self.model_edit), ("Mode", self.mode_combo),
-                              ("Epochs", self.epochs), ("Workers", self.workers_spin),
-                              ("GPUs/worker", self.gpus), ("Learning rate", self.lr),
+                              ("Epochs", self.epochs), ("Early stop", self.patience),
+                              ("Workers", self.workers_spin), ("GPUs/worker", self.gpus),
+                              ("Learning rate", self.lr), ("LR schedule", self.schedule_combo),
                               ("Objects/image", self.objects)):
             form.addRow(label, widget)
         run_row = QHBoxLayout()

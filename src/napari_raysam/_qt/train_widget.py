@@ -32,6 +32,7 @@ from napari_raysam.core.runs.text import (
     fetch_action,
     model_label,
     model_summary,
+    progress_text,
     run_item_text,
     run_status_text,
     use_label,
@@ -148,7 +149,9 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
 
     def options(self) -> dict:
         return {"model": self.model_edit.text().strip() or "tiny",
-                "mode": self.mode_combo.currentText(), "epochs": self.epochs.value(),
+                "mode": self.mode_combo.currentText(), "epochs": self.epochs.value() or None,
+                "patience": self.patience.value() or None,
+                "lr_schedule": self.schedule_combo.currentText(),
                 "workers": self.workers_spin.value(), "gpus_per_worker": self.gpus.value(),
                 "lr": self.lr.value(), "objects_per_image": self.objects.value()}
 
@@ -198,6 +201,9 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         kind = event.get("event")
         if kind == "start" and event.get("warning"):  # e.g. no val split: nothing measured
             self.result.setText(f"\u26a0 {event['warning']}")
+        elif kind == "progress":  # the job's ETA, from its first steps on
+            self.progress_bar.setRange(0, int(event.get("epochs") or 1))
+            show_status(self.status, progress_text(event))
         elif kind == "epoch":
             self.plot.add(event)
             self.progress_bar.setRange(0, int(event.get("epochs") or 1))

@@ -172,6 +172,8 @@ def _runs_list(args) -> int:
 
 
 def _print_event(event: dict, as_json: bool, verbose: bool = False) -> None:
+    from napari_raysam.core.runs.text import epoch_text, progress_text
+
     if as_json:
         print(json.dumps(event, default=str), flush=True)
         return
@@ -186,13 +188,12 @@ def _print_event(event: dict, as_json: bool, verbose: bool = False) -> None:
     elif kind == "error":
         print(f"error: {event['message']}", file=sys.stderr, flush=True)
     elif kind == "progress":
-        print(f"{event.get('done')}/{event.get('total')} images, "
-              f"{event.get('images_per_s', 0):.2f}/s, ~{event.get('eta_s', 0):.0f} s left",
-              flush=True)
+        print(progress_text(event), flush=True)
     elif kind == "epoch":
-        print(f"epoch {event.get('epoch')}/{event.get('epochs')}: loss "
-              f"{event.get('train_loss', float('nan')):.3f}, val mIoU box "
-              f"{event.get('val_miou_box', float('nan')):.3f}", flush=True)
+        print(f"{epoch_text(event)}, loss {event.get('train_loss', float('nan')):.3f}",
+              flush=True)
+    elif kind == "end" and event.get("returned"):
+        print(event["returned"], flush=True)
 
 
 def _follow(record, as_json: bool, verbose: bool = False) -> str:

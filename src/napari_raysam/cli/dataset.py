@@ -30,7 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--seed", type=int, default=0,
                         help="seed of the train/val split (default: %(default)s)")
     create.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
-                        help="fraction of images held out for validation (default: %(default)s)")
+                        help="fraction of images held out for validation: 0 makes a set "
+                        "that is all train, 1 a test set that is all held out (default: "
+                        "%(default)s)")
     create.add_argument("--channel-axis", type=int, default=None, metavar="AXIS",
                         help="image axis holding channels (default: inferred from the labels)")
     create.add_argument("--stack-axis", type=_axes, nargs="+", default=None, metavar="AXIS",

@@ -46,6 +46,8 @@ def _train(args: argparse.Namespace) -> int:
                           "path": model.path, "sha256": model.sha256}), flush=True)
         return 0
     print(before_after_table(outcome.before, outcome.after, rounds=args.correction_rounds))
+    if outcome.facts.get("returned"):
+        print(outcome.facts["returned"])
     print(f"checkpoint: {outcome.checkpoint}")
     print(f"model registered as run:{model.name}: use it as --model run:{model.name}, or pick "
           "it in the Segment dock", flush=True)
@@ -73,7 +75,8 @@ def register_outcome(outcome, base_model: str):
         digest = file_sha256(got["model.pt"])
     model = RegisteredModel(
         name=outcome.name, path=got["model.pt"], base_model=str(base_model),
-        metrics={"before": outcome.before or None, "after": outcome.after or None},
+        metrics={"before": outcome.before or None, "after": outcome.after or None,
+                 **outcome.facts},
         sha256=digest, run=outcome.name, registered=now_iso(), report=got.get("report.json"),
         curves=got.get("curves.png"))
     return register_model(model)

@@ -4,6 +4,10 @@ Object stores cannot append, so each event is its own small object, named so tha
 in the order the events happened (``<time ns>-<kind>[-<epoch>].json``); readers list the folder
 and read the names they have not seen. The same code serves local and shared folders. Runs
 written by older versions kept one ``metrics.jsonl``; it is still read.
+
+Kinds: ``start``, ``baseline``, ``progress`` (within an epoch: ``epoch``, ``epochs``, ``step``,
+``steps``, ``eta_s``), ``epoch`` (its metrics, ``eta_s``), ``resume``, ``end``. ``eta_s`` is the
+job's own estimate of the seconds left (:class:`Eta`), an upper bound when early stopping is on.
 """
 
 from __future__ import annotations
@@ -94,6 +98,44 @@ def read_events(run: str | Path) -> list[dict]:
 def append_event(run: str | Path, event: dict) -> dict:
     """Append one event to the run at ``run`` (local path or storage URI)."""
     return EventLog.at(run).append(event)
+
+
+class Eta:
+    """Seconds left in a run, measured by the job: the mean time of the steps this process has
+    trained (from the first steps on) times the steps to come, plus the last validation's time
+    for each validation to come. ``due`` says when to stream a ``progress`` event: once after
+    the first ``first`` steps, then every ``every_s`` seconds."""
+
+    def __init__(self, steps: int, epochs: int, first: int = 3, every_s: float = 10.0):
+        self.steps, self.epochs, self.first, self.every_s = steps, epochs, first, every_s
+        self.train_s, self.done, self.val_s = 0.0, 0, 0.0
+        self._last: float | None = None
+
+    def stepped(self, seconds: float) -> None:
+        self.train_s += seconds
+        self.done += 1
+
+    def validated(self, seconds: float) -> None:
+        self.val_s = seconds
+
+    def left_s(self, epoch: int, step: int, validated: bool = False) -> float | None:
+        """After ``step`` steps of ``epoch`` (``validated``: its validation done too); None
+        before the first step was timed."""
+        if not self.done:
+            return None
+        steps_left = (self.steps - step) + (self.epochs - epoch) * self.steps
+        vals_left = self.epochs - epoch + (0 if validated else 1)
+        return steps_left * self.train_s / self.done + vals_left * self.val_s
+
+    def due(self, now: float | None = None) -> bool:
+        """True when a progress event should go out now (and marks it sent)."""
+        now = time.monotonic() if now is None else now
+        if self._last is None and self.done < min(self.first, self.steps):
+            return False
+        if self._last is not None and now - self._last < self.every_s:
+            return False
+        self._last = now
+        return True
 
 
 class Follower(threading.Thread):

@@ -26,10 +26,11 @@ again; if the manifest changed while we wrote (a concurrent append), nothing is 
 
 Splits are by image (sample): a new set shuffles the samples (ordered by pixel hash) with
 ``seed`` and puts ``round(val_fraction * n)`` (at least 1, at most n - 1) into "val"; a one-image
-set has no val split (``TrainingSet.has_val`` is False, ``split_warning`` says why). On append,
-existing samples keep their split and each new one goes to "val" when a hash of the set's seed
-and its pixel hash falls under val_fraction (and at least one val sample is guaranteed once the
-set has two images).
+set has no val split (``TrainingSet.has_val`` is False, ``split_warning`` says why). val_fraction
+0 makes a set that is all train, 1 a test set that is all val (held out; nothing to train on).
+On append, existing samples keep their split and each new one goes to "val" when a hash of the
+set's seed and its pixel hash falls under val_fraction (and, for a fraction strictly between 0
+and 1, at least one val and one train sample are guaranteed once the set has two images).
 
 Exported images must be finite (NaN/inf are rejected: they poison losses) and not constant;
 labels must be 2D non-negative integers with at least one object. All inputs are checked before

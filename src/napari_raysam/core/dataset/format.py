@@ -155,6 +155,30 @@ def unreadable_tiff(path: Path, exc: BaseException) -> DatasetError:
     )
 
 
+def missing_split_text(n: int, val_fraction: float, splits: list[str], planned: bool = False
+                       ) -> str | None:
+    """What a set of ``n`` samples with these ``splits`` cannot do, or None when it has both
+    splits (``planned``: said of a set about to be written). ``val_fraction`` 0 makes a set
+    that is all train, 1 a test set (all held out)."""
+    if "val" not in splits:
+        all_train = val_fraction <= 0
+        what = f"{n} image(s)/plane(s)" + (", all for training (val fraction 0)," if all_train
+                                            else "")
+        head = (f"No validation split: the set will hold {what} and none is held out"
+                if planned else f"This training set has {what} and no validation split")
+        if all_train:
+            return (f"{head}, so fine-tuning on it is not measured before/after. Evaluate on a "
+                    "separate test set (`napari-raysam dataset create ... --val-fraction 1`, "
+                    "then `napari-raysam evaluate TESTSET --model run:NAME`).")
+        return (f"{head}, so fine-tuning cannot be measured before/after on held-out data. "
+                "Export at least 2 annotated planes (or images) to get one.")
+    if "train" not in splits:
+        return (f"A test set: all {n} image(s)/plane(s) are held out (val split; val fraction "
+                "1) and none is for training. Evaluate models on it (`napari-raysam evaluate "
+                "SET --model ...`); train on another set.")
+    return None
+
+
 @dataclass
 class TrainingSet:
     """An opened training set: manifest data plus readers. ``content_hash`` is recomputed from
@@ -191,13 +215,9 @@ class TrainingSet:
 
     @property
     def split_warning(self) -> str | None:
-        """Why there is no held-out evaluation, or None when there is a val split."""
-        if self.has_val:
-            return None
-        return (
-            f"This training set has {len(self)} image(s) and no validation split, so fine-tuning "
-            "cannot be evaluated on held-out data. Export at least 2 images (planes) to get one."
-        )
+        """What a missing split means (no held-out evaluation, or nothing to train on: a test
+        set), or None when the set has both splits."""
+        return missing_split_text(len(self), self.val_fraction, [r.split for r in self.samples])
 
     def _read(self, rel: str, expected: str | None) -> np.ndarray:
         import tifffile

@@ -28,6 +28,7 @@ from napari_raysam.core.dataset.format import (
     TrainingSet,
     content_hash,
     manifest_json,
+    missing_split_text,
     now_iso,
     open_dataset,
     sha256_bytes,
@@ -174,15 +175,18 @@ def _assign_splits(plan: WritePlan, seed: int, val_fraction: float) -> list[str]
     if plan.existing is None:
         order = sorted(range(n), key=lambda i: (plan.samples[i].pixel_hash, i))
         perm = np.random.default_rng(seed).permutation(n)
-        n_val = 0 if n < 2 else min(n - 1, max(1, round(val_fraction * n)))
+        if val_fraction <= 0 or val_fraction >= 1:  # all train, or all held out (a test set)
+            n_val = n if val_fraction >= 1 else 0
+        else:
+            n_val = 0 if n < 2 else min(n - 1, max(1, round(val_fraction * n)))
         val = {order[i] for i in perm[:n_val]}
         return ["val" if i in val else "train" for i in range(n)]
     units = [_unit(seed, f"{p.pixel_hash}:{k}") for k, p in enumerate(plan.samples)]
     splits = ["val" if u < val_fraction else "train" for u in units]
     old = [r.split for r in plan.existing.samples]
-    if len(old) + n >= 2 and "val" not in old + splits:
+    if 0 < val_fraction and len(old) + n >= 2 and "val" not in old + splits:
         splits[int(np.argmin(units))] = "val"
-    if "train" not in old + splits:
+    if val_fraction < 1 and "train" not in old + splits:
         splits[int(np.argmax(units))] = "train"
     return splits
 
@@ -196,17 +200,16 @@ def planned_splits(plan: WritePlan, seed: int = 0, val_fraction: float = 0.2) ->
 
 
 def plan_split_warning(plan: WritePlan, seed: int = 0, val_fraction: float = 0.2) -> str | None:
-    """Why the set will have no val split once ``plan`` is written; None when it will have one.
+    """What the set will miss once ``plan`` is written (no val split, or no train split: a
+    test set); None when it will have both.
 
     Said before anything is written (the Export dock's Preview): a set without held-out
     images (e.g. one image, or one plane of a stack) gives no before/after measure."""
     old = [r.split for r in plan.existing.samples] if plan.existing is not None else []
+    if plan.existing is not None:
+        val_fraction = plan.existing.val_fraction
     splits = old + planned_splits(plan, seed, val_fraction)
-    if "val" in splits:
-        return None
-    return (f"No validation split: the set will hold {len(splits)} image(s)/plane(s) and "
-            "none is held out, so fine-tuning cannot be measured before/after on held-out "
-            "data. Export at least 2 annotated planes (or images) to get one.")
+    return missing_split_text(len(splits), val_fraction, splits, planned=True)
 
 
 def _tiff_bytes(array: np.ndarray) -> bytes:
@@ -255,8 +258,9 @@ def execute_plan(
     progress: Callable[[int, int], None] | None = None,
 ) -> TrainingSet:
     """Write a :class:`WritePlan`; on append the set's own seed and val_fraction are used."""
-    if not 0 < val_fraction < 1:
-        raise DatasetError(f"val_fraction={val_fraction}: use a fraction between 0 and 1.")
+    if not 0 <= val_fraction <= 1:
+        raise DatasetError(f"val_fraction={val_fraction}: use a fraction from 0 to 1 (0: all "
+                           "train, 1: all held out, a test set).")
     dest, existing = plan.dest, plan.existing
     if existing is not None:
         seed, val_fraction = existing.seed, existing.val_fraction

@@ -16,6 +16,7 @@ from napari_raysam.core.model_store import (
 from napari_raysam.core.paths import safe_name
 from napari_raysam.core.runs.records import TERMINAL, RunIndex, RunRecord, ended_text
 from napari_raysam.core.storage import Storage
+from napari_raysam.core.training.report import report_facts
 
 FETCH_FILES = ("model.pt", "report.json", "curves.png")
 
@@ -64,7 +65,8 @@ def fetch(record: RunRecord, store: Path | None = None, index: RunIndex | None =
     report = json.loads((dest / "report.json").read_text()) if "report.json" in got else {}
     model = RegisteredModel(
         name=name, path=str(dest / "model.pt"), base_model=str(record.config.get("model", "tiny")),
-        metrics={"before": report.get("before"), "after": report.get("after")},
+        metrics={"before": report.get("before"), "after": report.get("after"),
+                 **report_facts(report)},
         sha256=got["model.pt"], run=name, registered=now_iso(),
         report=str(dest / "report.json") if "report.json" in got else None,
         curves=str(dest / "curves.png") if "curves.png" in got else None)

@@ -3,8 +3,9 @@ lines; refresh, re-attach, cancel.
 
 Events yielded by :func:`follow` (dicts, one per step):
 
-* training events, as ``train --json`` prints them: ``start``, ``baseline``, ``epoch``,
-  ``resume``, ``end`` (replayed first from the run's ``events/`` in storage, never twice);
+* training events, as ``train --json`` prints them: ``start``, ``baseline``, ``progress``
+  (with the job's ``eta_s``), ``epoch``, ``resume``, ``end`` (replayed first from the run's
+  ``events/`` in storage, never twice);
 * ``{"event": "status", "run", "status": PENDING|RUNNING|SUCCEEDED|FAILED|STOPPED,
   "message", "log_tail"}`` whenever the job status changes (log_tail on FAILED);
 * ``{"event": "log", "run", "line"}`` for every other line of the job's output;
@@ -33,8 +34,8 @@ from napari_raysam.core.runs.logs import LogStream
 from napari_raysam.core.runs.records import TERMINAL, RunIndex, RunRecord
 from napari_raysam.core.storage import Storage, StorageError
 
-#: Events a job prints as JSON lines (training runs; batch segmentation adds ``progress``).
-TRAINING_EVENTS = ("start", "baseline", "epoch", "resume", "end", "progress")
+#: Events a job prints as JSON lines (progress: training steps, or images of a batch job).
+TRAINING_EVENTS = ("start", "baseline", "progress", "epoch", "resume", "end")
 
 
 def list_runs(index: RunIndex | None = None) -> list[RunRecord]:

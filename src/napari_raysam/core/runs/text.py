@@ -35,29 +35,67 @@ def use_label(model) -> str:
 
 
 def model_summary(model) -> str:
-    """Before -> after val mIoU of a fetched model, a warning if it got worse, its file."""
-    from napari_raysam.core.training.report import NO_VAL, has_scores
+    """Before -> after val mIoU of a fetched model, the verdict, which epoch it is and why
+    (from its report.json), its file."""
+    from napari_raysam.core.training.report import (
+        NO_VAL,
+        VERDICT_LABELS,
+        has_scores,
+        verdict,
+    )
 
-    before, after = model.metrics.get("before") or {}, model.metrics.get("after") or {}
+    facts = model.metrics or {}
+    before, after = facts.get("before") or {}, facts.get("after") or {}
+    returned = f"\n{facts['returned']}" if facts.get("returned") else ""
     if not has_scores(after):
-        return f"Model {model_label(model)}: {NO_VAL}\nCheckpoint: {model.path}"
+        return f"Model {model_label(model)}: {NO_VAL}{returned}\nCheckpoint: {model.path}"
     lines = [f"val {name} mIoU {before.get(key, float('nan')):.2f} -> "
              f"{after.get(key, float('nan')):.2f}"
              for name, key in (("point", "val_miou_point"), ("box", "val_miou_box"),
                                ("corrected", "val_miou_corrected"))]
-    verdict = ""
-    if after.get("val_miou_box", 0) < before.get("val_miou_box", 0):
-        verdict = "\nFine-tuning made the model WORSE on the held-out images; keep the base."
-    return (f"Model {model_label(model)}: " + "; ".join(lines) + verdict
+    kind, sentence = verdict(before, after)
+    text = f"Verdict: {VERDICT_LABELS[kind]}." + (f" {sentence}" if kind == "worse" else "")
+    return (f"Model {model_label(model)}: " + "; ".join(lines) + f"\n{text}{returned}"
             + f"\nCheckpoint: {model.path}")
 
 
+def eta_text(seconds: float | None) -> str:
+    """"~45 s left", "~2 min left", "~1 h 5 min left"; '' when not known yet."""
+    if seconds is None:
+        return ""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"~{max(1, round(seconds))} s left"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"~{minutes} min left"
+    return f"~{minutes // 60} h {minutes % 60} min left"
+
+
+def progress_text(event: dict) -> str:
+    """The status line for a ``progress`` event: "epoch 3/30, step 40/100, ~2 min left" (a
+    training run) or "12/200 images, 1.50/s, ~2 min left" (a batch-segmentation run)."""
+    if "images_per_s" in event:
+        text = (f"{event.get('done')}/{event.get('total')} images, "
+                f"{event.get('images_per_s', 0):.2f}/s")
+    else:
+        text = (f"epoch {event.get('epoch')}/{event.get('epochs')}, step {event.get('step')}/"
+                f"{event.get('steps')}")
+    eta = eta_text(event.get("eta_s"))
+    return text + (f", {eta}" if eta else "")
+
+
 def epoch_text(event: dict) -> str:
-    """The status line for an ``epoch`` event."""
+    """The status line for an ``epoch`` event, with the job's ETA."""
+    eta = "" if event.get("eta_s") is None or event.get("epoch") == event.get("epochs") \
+        else f", {eta_text(event['eta_s'])}"
+    if event.get("stopped_early"):
+        eta = ", stopped early: no better val box mIoU"
     if event.get("val_miou_box") is None:
-        return f"Epoch {event['epoch']}/{event.get('epochs')}: no val split, nothing measured"
+        return (f"Epoch {event['epoch']}/{event.get('epochs')}: no val split, nothing "
+                f"measured{eta}")
     return (f"Epoch {event['epoch']}/{event.get('epochs')}: val box mIoU "
-            f"{event['val_miou_box']:.3f}")
+            f"{event['val_miou_box']:.3f}{eta}")
 
 
 #: The val scores of a run, how the before -> after table names them, and what each means.
@@ -72,7 +110,13 @@ def before_after_table(before: dict | None, after: dict | None,
     """The held-out (val split) mIoU before -> after fine-tuning, one row per prompt kind, with
     the number of val objects and what each score means; used by ``napari-raysam train``,
     ``submit`` and ``demo``. ``rounds``: the correction clicks behind "corrected"."""
-    from napari_raysam.core.training.report import NO_VAL, has_scores, verdict
+    from napari_raysam.core.training.report import (
+        BEST_METRIC_TEXT,
+        NO_VAL,
+        VERDICT_LABELS,
+        has_scores,
+        verdict,
+    )
 
     if not has_scores(after):
         return NO_VAL
@@ -86,6 +130,8 @@ def before_after_table(before: dict | None, after: dict | None,
         meaning = meaning.format(rounds="N" if rounds is None else rounds)
         lines.append(f"  {label:<10} {b_text} -> {a:.3f}  {delta:<9} {meaning}")
     kind, sentence = verdict(before, after)
+    lines.append(f"verdict: {VERDICT_LABELS[kind]} (decided by the {BEST_METRIC_TEXT}, the score "
+                 "that picks the returned epoch)")
     if kind == "worse":
         lines.append(sentence)
     return "\n".join(lines)

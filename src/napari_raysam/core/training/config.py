@@ -17,6 +17,10 @@ from dataclasses import asdict, dataclass, field, fields
 from napari_raysam.core.errors import RaysamError
 
 MODES = ("decoder", "lora", "full")
+#: constant: the learning rate ``lr`` throughout; plateau: micro-sam's default schedule
+#: (``micro_sam.training.training._get_optimizer_and_scheduler``: ReduceLROnPlateau, factor 0.9,
+#: patience 3), here on the val box mIoU, the score that picks the checkpoint.
+LR_SCHEDULES = ("constant", "plateau")
 #: The base model when none is given: the shipped, trained ``tiny_cells`` (``tiny`` is random).
 DEFAULT_MODEL = "tiny_cells"
 NO_LORA_VIT_T = ("Mode 'lora' needs a ViT encoder (vit_b, vit_l, vit_h, tiny): micro-sam's LoRA "
@@ -38,7 +42,9 @@ class TrainConfig:
     sampled per image tile and step; correction_rounds: K iterative correction rounds after the
     first prompt; mask_prob: chance of feeding the previous low-res logits back as a mask prompt.
     images_per_step: image tiles per worker and optimizer step; steps_per_epoch: None means one
-    pass over the training tiles (split across workers). storage: run storage folder
+    pass over the training tiles (split across workers). epochs None: the run is sized from the
+    training set (``data.plan_run``). patience: early stopping (None: off); lr_schedule: one of
+    LR_SCHEDULES. storage: run storage folder
     (Ray's storage_path); name: run name (None: a fresh unique one; an existing one resumes).
     """
 
@@ -51,9 +57,17 @@ class TrainConfig:
     workers: int = _opt(1, "Ray Train workers")
     cpus_per_worker: float = _opt(1.0, "CPUs each worker reserves")
     gpus_per_worker: float = _opt(0.0, "GPUs each worker reserves; 0 trains on CPUs")
-    epochs: int = _opt(5, "passes over the training images")
+    epochs: int | None = _opt(None, "passes over the training images (default: sized from the "
+                              "training set: at least 100 samples per epoch, micro-sam's rule, "
+                              "and 5-20 epochs; progress shows them with an ETA)")
     lr: float = _opt(1e-4, "learning rate of AdamW")
     weight_decay: float = 1e-4
+    patience: int | None = _opt(None, "early stopping: end the run when the val box mIoU has "
+                                "not improved for this many epochs; the best epoch is returned "
+                                "either way (default: off)")
+    lr_schedule: str = _opt("constant", "constant, or plateau: micro-sam's ReduceLROnPlateau "
+                            "(x0.9 after 3 epochs without a better val box mIoU)",
+                            choices=LR_SCHEDULES)
     objects_per_image: int = _opt(8, "annotated objects sampled per image and step")
     correction_rounds: int = _opt(3, "correction clicks after the first prompt, in training and "
                                   "in the 'corrected' val score")
@@ -84,7 +98,14 @@ class TrainConfig:
             (self.workers >= 1, f"workers={self.workers}: use at least 1 worker."),
             (self.cpus_per_worker > 0, "cpus_per_worker must be positive."),
             (self.gpus_per_worker >= 0, "gpus_per_worker cannot be negative."),
-            (self.epochs >= 1, f"epochs={self.epochs}: train for at least 1 epoch."),
+            (self.epochs is None or self.epochs >= 1,
+             f"epochs={self.epochs}: train for at least 1 epoch (or leave it unset to size the "
+             "run from the training set)."),
+            (self.patience is None or self.patience >= 1,
+             f"patience={self.patience}: use at least 1 epoch (or leave it unset: no early "
+             "stopping)."),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule {self.lr_schedule!r} is unknown; "
+                                               f"use one of {', '.join(LR_SCHEDULES)}."),
             (self.lr > 0, f"lr={self.lr}: the learning rate must be positive."),
             (self.objects_per_image >= 1, "objects_per_image must be at least 1."),
             (self.correction_rounds >= 0, "correction_rounds cannot be negative."),

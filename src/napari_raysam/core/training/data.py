@@ -56,6 +56,34 @@ def steps_per_epoch(n_tiles_total: int, world: int, images_per_step: int,
     return max(1, math.ceil(n_tiles_total / (world * images_per_step)))
 
 
+#: micro-sam's rule of thumb: an epoch draws at least 100 training samples however small the set
+#: (``micro_sam.training.training.default_sam_dataset``: ``n_samples = max(len(loader), 100 if
+#: is_train else 5)``; micro-sam 1.8). Our sample is one image tile of one step on one worker.
+MIN_SAMPLES_PER_EPOCH = 100
+#: A run sized from the data sees about this many samples (20 epochs of a small set's 100),
+#: in AUTO_EPOCHS[0]..AUTO_EPOCHS[1] epochs (a large set: 5 passes over it).
+AUTO_SAMPLES = 2000
+AUTO_EPOCHS = (5, 20)
+
+
+def plan_run(n_tiles_total: int, world: int, images_per_step: int, epochs: int | None,
+             fixed: int | None = None) -> tuple[int, int]:
+    """(steps per epoch, epochs), the same on every rank.
+
+    ``epochs`` given: one pass over the tiles per epoch (or ``fixed`` steps). ``epochs`` None
+    (the default): sized from the data, each epoch at least MIN_SAMPLES_PER_EPOCH samples (one
+    pass when the set is larger), and ceil(AUTO_SAMPLES / samples per epoch) epochs within
+    AUTO_EPOCHS."""
+    steps = steps_per_epoch(n_tiles_total, world, images_per_step, fixed)
+    if epochs is not None:
+        return steps, int(epochs)
+    per_step = world * images_per_step
+    if not fixed:
+        steps = max(steps, math.ceil(MIN_SAMPLES_PER_EPOCH / per_step))
+    lo, hi = AUTO_EPOCHS
+    return steps, min(hi, max(lo, math.ceil(AUTO_SAMPLES / (steps * per_step))))
+
+
 class TileEmbeddingCache:
     """Encoder outputs keyed by sample hash + tile + variant, for one encoder fingerprint.
 

@@ -3,9 +3,11 @@
 Per epoch: train on this rank's shard (same number of steps on every rank), validate on this
 rank's share of the val split, all-reduce the sums so every rank sees identical metrics, then
 ``ray.train.report`` (rank 0 attaches the checkpoint) and rank 0 writes the epoch event to the
-run's ``events/`` in storage. A restarted worker group resumes from
-``ray.train.get_checkpoint()`` (model, optimizer, epoch, history), so no epoch is lost or
-counted twice.
+run's ``events/`` in storage, with progress events (and the job's ETA) in between. The val box
+mIoU (``report.BEST_METRIC``) steps the ``plateau`` LR schedule and ends the run early after
+``patience`` epochs without a better one; all-reduced, it is the same on every rank, so all stop
+together. A restarted worker group resumes from ``ray.train.get_checkpoint()`` (model,
+optimizer, schedule, epoch, history), so no epoch is lost or counted twice.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from napari_raysam.core.dataset.shards import load_shard
-from napari_raysam.core.events import EventLog
+from napari_raysam.core.events import Eta, EventLog
 from napari_raysam.core.sam import prompts
 from napari_raysam.core.sam.tiles import fixed_tiles, tile_arrays
 from napari_raysam.core.training.config import TrainConfig
-from napari_raysam.core.training.data import TileEmbeddingCache, epoch_tiles, steps_per_epoch
+from napari_raysam.core.training.data import TileEmbeddingCache, epoch_tiles, plan_run
+from napari_raysam.core.training.report import BEST_METRIC, should_stop
 
 STATE_FILE = "state.pt"
 
@@ -126,14 +129,22 @@ def train_loop_per_worker(loop_config: dict) -> None:
         parallel_strategy_kwargs={"find_unused_parameters": True},
     )
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = None
+    if cfg.lr_schedule == "plateau":  # micro-sam's default schedule, on our deciding score
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max",
+                                                               factor=0.9, patience=3)
     if state:
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
     size = int(sam.image_encoder.img_size)
     train = load_shard(dataset, "train", rank, world, at_least_one=True)
     val = load_shard(dataset, "val", rank, world)
     base = fixed_tiles(train, size, cfg.min_object_px)
     n_tiles = int(_all_reduce_sum([len(base)])[0])
-    n_steps = steps_per_epoch(n_tiles, world, cfg.images_per_step, cfg.steps_per_epoch)
+    n_steps, n_epochs = plan_run(n_tiles, world, cfg.images_per_step, cfg.epochs,
+                                 cfg.steps_per_epoch)
+    eta = Eta(n_steps, n_epochs)
     cache = None
     if cfg.mode == "decoder":
         def compute(x):
@@ -144,13 +155,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
     baseline = state.get("baseline")
     start = int(state.get("epoch", 0)) + 1
     if baseline is None:
+        t_val = time.perf_counter()
         baseline = validate(sam, val, size, cfg, cache)
+        eta.validated(time.perf_counter() - t_val)
         if rank == 0 and baseline:
             events.append({"event": "baseline", **baseline})
     elif rank == 0:
-        events.append({"event": "resume", "from_epoch": start, "epochs": cfg.epochs})
+        events.append({"event": "resume", "from_epoch": start, "epochs": n_epochs})
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    for epoch in range(start, cfg.epochs + 1):
+    if history and history[-1].get("stopped_early"):
+        start = n_epochs + 1  # resumed after the last epoch's report: nothing left to train
+    for epoch in range(start, n_epochs + 1):
         _debug_hook(cfg, epoch, rank, world)
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(hash((cfg.seed, rank, epoch)) % 2**62)
@@ -159,6 +174,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                             cfg.seed, epoch, rank, cfg.min_object_px)
         loss_sum, n_obj = 0.0, 0
         for s in range(n_steps):
+            t_step = time.perf_counter()
             batch = tiles[s * cfg.images_per_step:(s + 1) * cfg.images_per_step]
             arrays = [tile_arrays(train, t, size) for t in batch]
             masks = [_masks(lab, cfg.objects_per_image, rng, cfg.min_object_px)
@@ -176,18 +192,33 @@ def train_loop_per_worker(loop_config: dict) -> None:
             loss.backward()
             optimizer.step()
             loss_sum, n_obj = loss_sum + float(loss.detach()), n_obj + n
+            eta.stepped(time.perf_counter() - t_step)
+            if rank == 0 and s + 1 < n_steps and eta.due():
+                events.append({"event": "progress", "epoch": epoch, "epochs": n_epochs,
+                               "step": s + 1, "steps": n_steps,
+                               "eta_s": round(eta.left_s(epoch, s + 1), 1)})
         train_time = time.perf_counter() - t0
         tot = _all_reduce_sum([loss_sum, n_steps, n_obj, train_time])
-        metrics = {"epoch": epoch, "epochs": cfg.epochs, "train_loss": tot[0] / tot[1]}
+        metrics = {"epoch": epoch, "epochs": n_epochs, "steps": n_steps,
+                   "train_loss": tot[0] / tot[1], "lr": optimizer.param_groups[0]["lr"]}
+        t_val = time.perf_counter()
         metrics.update(validate(sam, val, size, cfg, cache))
+        eta.validated(time.perf_counter() - t_val)
         metrics["epoch_time_s"] = time.perf_counter() - t0
         metrics["objects_per_s"] = tot[2] / max(tot[3] / world, 1e-9)
+        if scheduler is not None and metrics.get(BEST_METRIC) is not None:
+            scheduler.step(metrics[BEST_METRIC])
+        stop = epoch < n_epochs and should_stop([*history, metrics], cfg.patience)
+        if stop:
+            metrics["stopped_early"] = True
+        metrics["eta_s"] = 0.0 if stop else round(eta.left_s(epoch, n_steps, validated=True), 1)
         history.append(metrics)
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None
             if rank == 0:
                 torch.save({"model": trainable_state(sam), "optimizer": optimizer.state_dict(),
                             "epoch": epoch, "history": history, "baseline": baseline,
+                            "scheduler": scheduler.state_dict() if scheduler else None,
                             "mode": cfg.mode, "model_spec": cfg.model},
                            Path(folder) / STATE_FILE)
                 checkpoint = Checkpoint.from_directory(folder)
@@ -195,3 +226,5 @@ def train_loop_per_worker(loop_config: dict) -> None:
                              checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
         if rank == 0:
             events.append({"event": "epoch", **metrics})
+        if stop:
+            break

@@ -4,6 +4,9 @@ Run folder ``<storage>/<run name>/`` (a local/shared folder or an object-store p
 :mod:`..storage`): ``run.json`` (config, dataset hash), ``events/`` (one object per event),
 Ray's ``checkpoint_epoch_*`` folders (best + latest), and at the end ``curves.png``,
 ``report.json`` and ``model.pt`` (written last). Decoder mode caches embeddings on each node.
+
+model.pt holds the epoch with the best val box mIoU (``report.BEST_METRIC``, the one score that
+decides; report.json names it and says why), or the last epoch when the set has no val split.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from napari_raysam.core.job_env import ensure_ray
 from napari_raysam.core.paths import safe_name
 from napari_raysam.core.storage import Storage, StorageError, is_remote_uri, local_path, redact
 from napari_raysam.core.training.config import TrainConfig, fresh_run_name
-from napari_raysam.core.training.report import NO_VAL
+from napari_raysam.core.training.report import BEST_METRIC, NO_VAL
 
 RUN_FILE = "run.json"
-BEST_METRIC = "val_miou_box"
+NO_VAL_OPTIONS = ("Early stopping (patience) and the plateau LR schedule follow the val box "
+                  "mIoU: without a val split they are off for this run.")
 
 
 @dataclass
@@ -38,6 +42,7 @@ class RunOutcome:
     history: list[dict] = field(default_factory=list)
     before: dict = field(default_factory=dict)
     after: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)  # report.json's returned epoch, why, verdict
 
 
 def default_storage() -> Path:
@@ -57,6 +62,8 @@ def check_dataset(path: str):
         raise RaysamError(f"The training set {path} cannot be used:\n{report.text()}")
     ts = report.dataset
     if not ts.split("train"):
+        if ts.split("val"):  # a test set (val fraction 1): refused, with what to do instead
+            raise RaysamError(f"The set {path} cannot be trained on: {ts.split_warning}")
         raise RaysamError(f"The training set {path} has no training samples; export more images.")
     return ts
 
@@ -179,11 +186,14 @@ def run_training(config: TrainConfig, on_event: Callable[[dict], None] | None = 
     log = EventLog(run)
     follower = Follower(EventLog(run), on_event or (lambda e: None))
     follower.start()
+    warning = None if ts.has_val else NO_VAL
+    if warning and (config.patience or config.lr_schedule != "constant"):
+        warning += " " + NO_VAL_OPTIONS
     log.append({"event": "start", "run": name, "run_dir": redact(run.uri),
                 "dataset": redact(config.dataset), "content_hash": ts.content_hash,
                 "model": redact(config.model), "mode": config.mode, "workers": config.workers,
-                "epochs": config.epochs, "resumed": resumed, "validated": ts.has_val,
-                **({} if ts.has_val else {"warning": NO_VAL})})
+                "epochs": config.epochs or "auto", "resumed": resumed, "validated": ts.has_val,
+                **({"warning": warning} if warning else {})})
     try:
         result = _fit(config, run, ts.has_val)
         outcome = _finish(config, run, result, ts.content_hash)
@@ -196,8 +206,8 @@ def run_training(config: TrainConfig, on_event: Callable[[dict], None] | None = 
                           f"under {redact(run.uri)}.") from exc
     log.append({"event": "end", "status": "ok", "checkpoint": outcome.checkpoint,
                 "report": outcome.report, "best_epoch": outcome.best_epoch,
-                "run": name, **{k: outcome.after.get(k) for k in
-                                ("val_miou_point", "val_miou_box")}})
+                "run": name, **outcome.facts, **{k: outcome.after.get(k) for k in
+                                                 ("val_miou_point", "val_miou_box")}})
     follower.stop()
     return outcome
 
@@ -250,7 +260,7 @@ def _finish(config: TrainConfig, run: Storage, result, content_hash: str) -> Run
 
     from napari_raysam.core.sam.models import save_checkpoint
     from napari_raysam.core.training.loop import STATE_FILE
-    from napari_raysam.core.training.report import write_curves, write_report
+    from napari_raysam.core.training.report import report_facts, write_curves, write_report
 
     ranked = [(m[BEST_METRIC], c) for c, m in (result.best_checkpoints or [])
               if m.get(BEST_METRIC) is not None]
@@ -269,15 +279,16 @@ def _finish(config: TrainConfig, run: Storage, result, content_hash: str) -> Run
         out = Path(out)
         save_checkpoint(out / "model.pt", loaded.sam, loaded.model_type,
                         tiny_config=loaded.tiny_config, lineage=lineage)
-        write_report(out, before, after, best_epoch, history,
-                     {"run": config.name, "checkpoint": run.uri_of("model.pt"),
-                      "base_model": redact(config.model), "mode": config.mode,
-                      "dataset_content_hash": content_hash})
-        write_curves(out, before, history)
+        report = write_report(out, before, after, best_epoch, history,
+                              {"run": config.name, "checkpoint": run.uri_of("model.pt"),
+                               "base_model": redact(config.model), "mode": config.mode,
+                               "dataset_content_hash": content_hash})
+        facts = report_facts(json.loads(report.read_text()))
+        write_curves(out, before, history, best_epoch)
         for fname in ("curves.png", "report.json", "model.pt"):  # model.pt last: marks done
             run.put_file(out / fname, run.path(fname))
     return RunOutcome(config.name, run.uri, run.uri_of("model.pt"), run.uri_of("report.json"),
-                      best_epoch, history, before, after)
+                      best_epoch, history, before, after, facts)
 
 
 def _lineage(config: TrainConfig, content_hash: str, history: list, baseline, **extra) -> dict:
