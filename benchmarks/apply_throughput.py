@@ -1,0 +1,142 @@
+"""Batch segmentation on Ray (``napari-raysam apply``'s job) vs a plain loop, side by side.
+
+The same synthetic images (``--images``, 512 px by default), the same model (``tiny_cells``),
+CPU threads fixed: the plain loop calls micro-sam's ``automatic_instance_segmentation`` image
+after image in this process with 1 torch thread; our job (``core.apply.run_apply`` on a local
+Ray instance with 2 CPUs) runs 1 and then 2 actors with 1 thread each, each into a fresh
+storage folder (a re-run would skip every image). Prints images/s, the ratios the issue asks for
+(1 worker >= 0.9x the plain loop, 2 workers >= 1.6x 1 worker) and how many label images are
+identical to the plain loop's. ``--vit-b N``: images/s per worker with a vit_b of random
+weights (N images), a figure for what a real model costs.
+
+    PYTHONPATH=src python benchmarks/apply_throughput.py [--images 200] [--vit-b 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import isolate  # noqa: E402
+
+
+def write_images(folder: Path, n: int, size: int) -> list[Path]:
+    import tifffile
+
+    from napari_raysam.core.dataset.synthetic import make_samples
+
+    folder.mkdir(parents=True)
+    paths = []
+    for i, s in enumerate(make_samples(n, shape=(size, size), seed=11)):
+        paths.append(folder / f"img{i:04d}.tif")
+        tifffile.imwrite(paths[-1], s.image)
+    return paths
+
+
+def plain_loop(paths: list[Path], spec: str) -> tuple[float, dict[str, np.ndarray]]:
+    """micro-sam's automatic_instance_segmentation per image, our model's generator settings."""
+    import tifffile
+    import torch
+    from micro_sam import instance_segmentation as ins
+    from micro_sam.automatic_segmentation import automatic_instance_segmentation
+
+    from napari_raysam.core.images import ImagePolicy, to_sam_rgb
+    from napari_raysam.core.sam.embeddings import Tiling
+    from napari_raysam.core.sam.models import load_model
+    from napari_raysam.core.sam.segment import amg_settings, drop_small_objects
+
+    torch.set_num_threads(1)
+    model = load_model(spec, device="cpu")
+    out = {}
+    t0 = time.perf_counter()
+    for path in paths:
+        rgb = to_sam_rgb(tifffile.imread(path), ImagePolicy())
+        tiling = Tiling.auto(rgb.shape, model.img_size)
+        cls = ins.TiledAutomaticMaskGenerator if tiling.tile_shape else ins.AutomaticMaskGenerator
+        labels = automatic_instance_segmentation(
+            model.predictor, cls(model.predictor, points_per_side=16), rgb, ndim=2,
+            tile_shape=tiling.tile_shape, halo=tiling.halo, verbose=False,
+            **amg_settings(model))
+        out[path.name] = drop_small_objects(np.asarray(labels).astype(np.uint32), 10)
+    return time.perf_counter() - t0, out
+
+
+def ray_job(folder: Path, spec: str, workers: int, root: Path) -> tuple[float, dict]:
+    import shutil
+
+    import tifffile
+
+    from napari_raysam.core.apply.job import ApplyConfig, run_apply
+    from napari_raysam.core.storage import Storage
+
+    storage = root / f"storage-{spec.replace('/', '_')}-{workers}"
+    shutil.copytree(folder, storage / "in")
+    t0 = time.perf_counter()
+    run_apply(ApplyConfig(str(storage), "in", spec, f"bench-{workers}", workers=workers))
+    seconds = time.perf_counter() - t0
+    st = Storage.open(str(storage))
+    import json
+
+    rows = json.loads(st.read_bytes(st.path("runs", f"bench-{workers}", "results.json")))
+    labels = {r["image"]: tifffile.imread(storage / r["labels"]) for r in rows
+              if r["status"] == "ok"}
+    return seconds, labels
+
+
+def vit_b_checkpoint(root: Path) -> str:
+    import torch
+    from segment_anything import sam_model_registry
+
+    from napari_raysam.core.sam.models import save_checkpoint
+
+    torch.manual_seed(0)
+    sam = sam_model_registry["vit_b"]()
+    path = root / "vit_b_random.pt"
+    save_checkpoint(path, sam, "vit_b", lineage={"note": "random weights (benchmark)"})
+    return str(path)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--vit-b", type=int, default=0, help="images for the vit_b row (0: skip)")
+    args = p.parse_args()
+    root = isolate("raysam-apply-bench-")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    folder = root / "images"
+    paths = write_images(folder, args.images, args.size)
+    n = len(paths)
+    loop_s, loop_labels = plain_loop(paths, "tiny_cells")
+    one_s, one = ray_job(folder, "tiny_cells", 1, root)
+    two_s, two = ray_job(folder, "tiny_cells", 2, root)
+    same = sum(np.array_equal(loop_labels[k], one.get(k)) for k in loop_labels)
+    same2 = sum(np.array_equal(one[k], two.get(k)) for k in one)
+    print(f"{n} images {args.size} px, tiny_cells, 1 thread per process/actor")
+    print(f"plain loop (micro-sam automatic_instance_segmentation): {n / loop_s:.2f} images/s")
+    print(f"ours, 1 worker:  {n / one_s:.2f} images/s")
+    print(f"ours, 2 workers: {n / two_s:.2f} images/s")
+    print(f"RATIO apply_1worker_over_plain_loop={loop_s / one_s:.2f}  (target >= 0.9)")
+    print(f"RATIO apply_2workers_over_1worker={one_s / two_s:.2f}  (target >= 1.6)")
+    print(f"labels identical to the plain loop: {same}/{n}; 2 workers vs 1: {same2}/{len(one)}")
+    if args.vit_b:
+        spec = vit_b_checkpoint(root)
+        sub = root / "vit_b_images"
+        sub.mkdir()
+        for path in paths[:args.vit_b]:
+            (sub / path.name).write_bytes(path.read_bytes())
+        vb_s, _ = ray_job(sub, spec, 1, root)
+        print(f"vit_b (random weights), 1 worker: {args.vit_b / vb_s:.3f} images/s per worker")
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
