@@ -3,15 +3,16 @@
 ``python scripts/make_tiny_checkpoint.py`` trains the tiny SAM architecture (about 0.4 M
 parameters, 256 px input; ``core.models.TinyConfig``) from its seeded random initialisation,
 all weights (FULL mode), in one process, on synthetic "round" fluorescence cells
-(``core.dataset.synthetic``, seeded; 40 images plus 20 packed tighter, most cells touching; never the
-built-in sample's images and never another style: the demo fine-tunes on the unseen "elongated"
-style), with the training engine's own step (``SamStep``: micro-sam's recipe of a point or box
-prompt plus correction rounds). It then picks the thresholds of micro-sam's mask generator
-(automatic segmentation) that match the held-out cells best, prints the val point/box/corrected
-mIoU before and after and writes ``src/napari_raysam/weights/tiny_cells.pt`` (about 2 MB) with
-its lineage (this script, seed, styles, settings, metrics, the mask-generator thresholds, which
-``core.segment.automatic`` uses). Same seed, same data. Took 31 minutes on 2 busy CPU cores
-(25 of them training; val point mIoU 0.02 -> 0.92, box 0.02 -> 0.92 on held-out round cells).
+(``core.dataset.synthetic``, seeded; 40 images plus 20 packed tighter, most cells touching;
+never the built-in sample's images and never another style: the demo fine-tunes on the unseen
+"elongated" style), with the training engine's own step (``SamStep``: micro-sam's recipe of a
+point or box prompt plus correction rounds). It then picks the thresholds of micro-sam's mask
+generator (automatic segmentation) that match the held-out cells best, prints the val
+point/box/corrected mIoU before and after and writes
+``src/napari_raysam/weights/tiny_cells.pt`` (about 2 MB) with its lineage (this script, seed,
+styles, settings, metrics, the mask-generator thresholds, which ``core.segment.automatic``
+uses). Same seed, same data. Took 31 minutes on 2 busy CPU cores (25 of them training; val
+point mIoU 0.02 -> 0.92, box 0.02 -> 0.92 on held-out round cells).
 ``benchmarks/builtin_model.py`` measures it on the built-in sample.
 
 Good for: trying the whole product offline (segment, export, fine-tune, evaluate), demos, tests,

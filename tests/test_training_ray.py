@@ -62,7 +62,8 @@ def round_run(ray_cluster, tmp_path_factory):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["train", str(ds), "--model", "tiny", "--mode", "decoder", "--workers", "2",
-                     "--epochs", "4", "--storage", str(root / "runs"), "--json", *FAST])
+                     "--epochs", "4", "--storage", str(root / "runs"), "--json",
+                     "--normalisation", "percentile", *FAST])
     assert code == 0
     lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
     registered = lines.pop()  # the CLI registers the model after the run's last event
@@ -96,9 +97,13 @@ def test_cli_run_learns_and_writes_outputs(round_run, worker_cache):
     assert model.lineage["dataset_content_hash"] == rep["dataset_content_hash"]
     assert [m["epoch"] for m in model.lineage["metrics"]] == [1, 2, 3, 4]
     assert model.lineage["versions"]["torch"]
+    # trained with the chosen scaling (the base, tiny, has min-max) and records it
+    assert model.normalisation["scaling"] == "percentile"
+    assert model.lineage["config"]["normalisation"] == "percentile"
     # decoder mode: the encoder is untouched, so cached embeddings stay valid
     assert model.encoder_fingerprint == load_model("tiny", device="cpu").encoder_fingerprint
-    assert any((worker_cache / "node" / "embeddings").rglob("*.pt"))  # on the node, not in runs
+    cached = list((worker_cache / "node" / "embeddings").rglob("*.pt"))  # on the node, not runs
+    assert cached and all("-percentile-" in p.parent.name for p in cached)
     assert not (run_dir / "embeddings").exists()
 
 
@@ -111,6 +116,10 @@ def test_finetune_round_model_on_elongated_cells(round_run, tmp_path):
     out = run_training(cfg, log_to_driver=False)
     gain = out.after["val_miou_point"] - out.before["val_miou_point"]
     assert gain > 0.05, (out.before, out.after)
+    from napari_raysam.core.sam.models import load_model
+
+    # no --normalisation: the fine-tune keeps its base model's scaling
+    assert load_model(out.checkpoint, device="cpu").normalisation["scaling"] == "percentile"
 
 
 def test_killed_worker_resumes_without_double_counting(ray_cluster, tmp_path):
