@@ -6,7 +6,11 @@ Conditions (8 seeded 256 px images each, ``core.dataset.synthetic``):
   ``elongated`` is the fine-tuning benchmark's unseen style;
 * ``camera``: the same round cells as a 16-bit camera records them (offset 100 counts, about
   1,500 counts of signal; no outliers);
-* ``camera+hotN``: that, with N saturated hot pixels (65535) at random places per image.
+* ``camera+hotN``: that, with N saturated hot pixels (65535) at random places per image;
+  ``camera+hot5@4095``: 5 hot pixels at a 12-bit camera's saturation (4095).
+
+Both scalings are affine-invariant, so ``camera`` (a rescaled ``round``) scores as ``round``
+does: offset and gain alone change nothing; outliers do.
 
 Pixels: cell-minus-background contrast of the uint8 SAM input (grey levels) and the number of
 grey levels the image uses. Segmentation: ``core.sam.evaluate`` (one click at each cell's
@@ -30,12 +34,13 @@ N_IMAGES = 8
 SIZE = 256
 
 
-def camera(image_float: np.ndarray, rng: np.random.Generator, hot: int) -> np.ndarray:
-    """A 16-bit camera frame: offset + signal in counts, ``hot`` saturated pixels."""
+def camera(image_float: np.ndarray, rng: np.random.Generator, hot: int,
+           saturation: int = 65535) -> np.ndarray:
+    """A 16-bit camera frame: offset + signal in counts, ``hot`` pixels at ``saturation``."""
     counts = np.rint(100 + np.clip(image_float, 0, None) * 1200).astype(np.uint16)
     if hot:
         idx = rng.choice(counts.size, hot, replace=False)
-        counts.flat[idx] = 65535
+        counts.flat[idx] = saturation
     return counts
 
 
@@ -52,6 +57,8 @@ def conditions(seed: int) -> dict[str, list]:
         rng = np.random.default_rng([seed, hot])
         name = "camera" if hot == 0 else f"camera+hot{hot}"
         out[name] = [(camera(s.image, rng, hot), s.labels) for s in floats]
+    rng = np.random.default_rng([seed, 4095])
+    out["camera+hot5@4095"] = [(camera(s.image, rng, 5, 4095), s.labels) for s in floats]
     return out
 
 
@@ -97,7 +104,7 @@ def main() -> None:
     policies = {"minmax": ImagePolicy(), "percentile": LEGACY}
     print(f"model {args.model} (trained with {model.normalisation}); {N_IMAGES} images of "
           f"{SIZE} px per condition; seed {args.seed}")
-    print(f"{'condition':<15}{'scaling':<12}{'contrast':>9}{'levels':>8}{'point':>8}{'box':>8}"
+    print(f"{'condition':<19}{'scaling':<12}{'contrast':>9}{'levels':>8}{'point':>8}{'box':>8}"
           f"{'objects':>9}")
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="raysam-norm-") as tmp:
@@ -107,13 +114,13 @@ def main() -> None:
                 px = pixel_stats(pairs, policy)
                 seg = segment_scores(forced, pairs, Path(tmp) / f"{name}-{label}")
                 results[name, label] = seg
-                print(f"{name:<15}{label:<12}{px['contrast']:>9.1f}{px['levels']:>8.0f}"
+                print(f"{name:<19}{label:<12}{px['contrast']:>9.1f}{px['levels']:>8.0f}"
                       f"{seg['miou_point']:>8.3f}{seg['miou_box']:>8.3f}{seg['objects']:>9}")
     print(f"({time.perf_counter() - start:.0f} s; contrast = mean grey level in cells minus "
           "background, of 255; levels = distinct grey levels used)")
     ratios = " ".join(
-        f"point_{c.replace('+', '_')}={results[c, 'minmax']['miou_point'] / max(results[c, 'percentile']['miou_point'], 1e-9):.3f}"  # noqa: E501
-        for c in ("round", "camera", "camera+hot5"))
+        f"point_{c.replace('+', '_').replace('@', '_')}={results[c, 'minmax']['miou_point'] / max(results[c, 'percentile']['miou_point'], 1e-9):.3f}"  # noqa: E501
+        for c in ("round", "elongated", "camera+hot5", "camera+hot5@4095"))
     print(f"RATIO minmax_over_percentile {ratios}")
 
 

@@ -13,7 +13,10 @@ point/box/corrected mIoU before and after and writes
 styles, settings, metrics, the mask-generator thresholds, which ``core.segment.automatic``
 uses). Same seed, same data. Took 31 minutes on 2 busy CPU cores (25 of them training; val
 point mIoU 0.02 -> 0.92, box 0.02 -> 0.92 on held-out round cells).
-``benchmarks/builtin_model.py`` measures it on the built-in sample.
+``benchmarks/builtin_model.py`` measures it on the built-in sample. Pixels are scaled with the
+default normalisation (micro-sam's min-max), which the checkpoint records; the shipped file
+predates that record and was trained with percentile scaling, which its missing record implies
+(``core.sam.models``).
 
 Good for: trying the whole product offline (segment, export, fine-tune, evaluate), demos, tests,
 and clicks on round, bright synthetic cells. Not good for: real microscopy. It has seen only one
