@@ -39,7 +39,7 @@ def measure(spec: str, image: np.ndarray, labels: np.ndarray, cache_dir: str) ->
     planes = [(image, labels)] if image.ndim == 2 else list(zip(image, labels, strict=True))
     ious, found, true = [], [], []
     for plane, truth in planes:
-        rgb = to_sam_rgb(plane)
+        rgb = to_sam_rgb(plane, model.image_policy())  # the model's own normalisation
         emb = cache.get_or_compute(model, rgb)
         ids = [i for i in np.unique(truth) if i]
         for i in ids:

@@ -217,3 +217,32 @@ def test_hostile_tiled_entry_is_recomputed(tmp_path, tiny_model):
     calls = EncoderCalls(tiny_model)
     emb = cache.get_or_compute(tiny_model, big, tiling, precision="fp32")
     assert calls.n == 9 and emb["features"]["3"].shape[-1] != 10_000_000
+
+
+def test_embeddings_equal_micro_sams_for_a_micro_sam_normalised_model(tmp_path):
+    """For a model with micro-sam's normalisation (the default) the pixels reaching the encoder
+    are micro-sam's, and our (fused) encoder pass agrees with
+    ``micro_sam.util.precompute_image_embeddings`` within 1e-4 (trained tiny_cells weights in a
+    checkpoint that records min-max; micro-sam accepts the tiny architecture). A model of ours
+    trained with percentile scaling (tiny_cells as shipped) sees other pixels, on purpose."""
+    from micro_sam.util import _to_image, precompute_image_embeddings
+    from segment_anything import SamPredictor
+
+    from napari_raysam.core.images import ImagePolicy
+    from napari_raysam.core.sam.models import save_checkpoint
+
+    shipped = load_model("tiny_cells", device="cpu")
+    path = save_checkpoint(tmp_path / "mm.pt", shipped.sam, "tiny", shipped.tiny_config,
+                           normalisation=ImagePolicy().normalisation())
+    model = load_model(str(path), device="cpu")
+    image = (100 + make_sample((200, 240), seed=3, dtype=np.float32).image * 1500)
+    image = image.astype(np.uint16)
+    rgb = to_sam_rgb(image, model.image_policy())
+    np.testing.assert_array_equal(rgb, _to_image(image))
+    ours = EmbeddingCache(tmp_path / "c").get_or_compute(model, rgb, precision="fp32")
+    theirs = precompute_image_embeddings(SamPredictor(model.sam), image, verbose=False)
+    assert list(ours["input_size"]) == list(theirs["input_size"])
+    assert list(ours["original_size"]) == list(theirs["original_size"])
+    np.testing.assert_allclose(ours["features"], theirs["features"], rtol=0, atol=1e-4)
+    assert float(np.abs(theirs["features"]).max()) > 0.5  # not trivially small features
+    assert not np.array_equal(to_sam_rgb(image, shipped.image_policy()), rgb)

@@ -75,3 +75,65 @@ def test_pixel_hash_depends_on_values_shape_and_dtype():
     b = a.copy()
     b[0, 0] = 1
     assert pixel_hash(a) != pixel_hash(b)
+
+
+def _micro_sam_pixels(image):
+    import warnings
+
+    from micro_sam.util import _to_image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its "only the first three channels" warning
+        return _to_image(image)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("channels", [None, 2, 3, 4])
+def test_default_pixels_are_micro_sams(dtype, channels):
+    """The default scaling gives exactly what micro-sam feeds its encoder (2D, RGB, 2/4 ch)."""
+    rng = np.random.default_rng(5)
+    shape = (37, 53) if channels is None else (37, 53, channels)
+    scale = 1.0 if np.dtype(dtype).kind == "f" else np.iinfo(dtype).max
+    image = (rng.uniform(0.05, 0.7, shape) * scale).astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        image = image * 1e-3 + 2.0  # a narrow float range far from 0 (float32 rounding counts)
+    policy = ImagePolicy(channel_axis=None if channels in (None, 3, 4) else 2)
+    ours = to_sam_rgb(image, policy)
+    assert ours.dtype == np.uint8 and ours.shape == (37, 53, 3)
+    assert np.array_equal(ours, _micro_sam_pixels(image))
+
+
+def test_percentile_option_keeps_cells_visible_despite_hot_pixels():
+    """One saturated pixel squeezes min-max (micro-sam's) to a few grey levels; percentile
+    scaling ignores it. The percentile path is the one checkpoints of ours were trained with."""
+    from napari_raysam.core.images import LEGACY, PERCENTILE
+
+    rng = np.random.default_rng(6)
+    image = (100 + rng.normal(300, 40, (64, 64))).astype(np.uint16)
+    image[20:40, 20:40] += 1200  # a cell
+    image[3, 5] = 65535  # a hot pixel
+    minmax, pct = to_sam_rgb(image), to_sam_rgb(image, LEGACY)
+    assert np.array_equal(minmax, _micro_sam_pixels(image))
+    assert minmax[30, 30, 0] - minmax[5, 50, 0] < 8  # cell vs background: a few grey levels
+    assert pct[30, 30, 0] - pct[5, 50, 0] > 150
+    assert LEGACY.scaling == PERCENTILE and (LEGACY.lower, LEGACY.upper) == (1.0, 99.8)
+
+
+def test_normalisation_round_trip_and_bad_values():
+    from napari_raysam.core.images import LEGACY, normalisation_tag
+
+    channels = ImagePolicy(channel_axis=0, channels=(2, 0))
+    assert channels.using(None) is channels
+    pct = channels.using(LEGACY.normalisation())
+    assert (pct.channel_axis, pct.channels, pct.scaling) == (0, (2, 0), "percentile")
+    assert pct.using(ImagePolicy().normalisation()).scaling == "minmax"
+    assert ImagePolicy().normalisation() == {"scaling": "minmax", "policy_version": 2}
+    assert normalisation_tag(LEGACY.normalisation()) != normalisation_tag(
+        ImagePolicy().normalisation())
+    with pytest.raises(ImageError, match="Unknown scaling 'zscore'"):
+        ImagePolicy(scaling="zscore")
+    with pytest.raises(ImageError, match="0 <= lower < upper <= 100"):
+        ImagePolicy(scaling="percentile", lower=99, upper=1)
+    for bad in ({"scaling": "minmax", "gamma": 2}, ["minmax"], {"lower": "x"}):
+        with pytest.raises(ImageError, match="normalisation"):
+            ImagePolicy().using(bad)

@@ -135,3 +135,32 @@ def test_random_bytes_are_called_corrupt(tmp_path):
     junk.write_bytes(bytes(range(256)) * 40)
     with pytest.raises(ModelError, match="not a PyTorch checkpoint"):
         models.load_model(str(junk))
+
+
+def test_checkpoint_records_the_normalisation_its_model_uses(tmp_path, tiny_model):
+    """Ours record it; ours from before it was recorded (the shipped tiny_cells among them)
+    were trained with percentile scaling and keep it; micro-sam-style defaults are min-max."""
+    from napari_raysam.core.images import LEGACY, ImagePolicy
+
+    assert tiny_model.normalisation == ImagePolicy().normalisation()  # micro-sam's min-max
+    pct = models.save_checkpoint(tmp_path / "pct.pt", tiny_model.sam, "tiny", TinyConfig(),
+                                 normalisation=LEGACY.normalisation())
+    assert torch.load(pct, weights_only=True)["napari_raysam"]["normalisation"] == {
+        "scaling": "percentile", "lower": 1.0, "upper": 99.8, "policy_version": 2}
+    loaded = models.load_model(str(pct), device="cpu")
+    assert loaded.normalisation == LEGACY.normalisation()
+    assert loaded.image_policy(ImagePolicy(channel_axis=0)).scaling == "percentile"
+    default = models.save_checkpoint(tmp_path / "mm.pt", tiny_model.sam, "tiny", TinyConfig())
+    assert models.load_model(str(default), device="cpu").normalisation["scaling"] == "minmax"
+
+    raw = torch.load(default, weights_only=True)
+    del raw["napari_raysam"]["normalisation"]  # as written before it was recorded
+    torch.save(raw, tmp_path / "old.pt")
+    assert models.load_model(str(tmp_path / "old.pt"), "cpu").normalisation["scaling"] == (
+        "percentile")
+    assert models.load_model("tiny_cells", "cpu").normalisation == LEGACY.normalisation()
+
+    raw["napari_raysam"]["normalisation"] = {"scaling": "zscore"}
+    torch.save(raw, tmp_path / "future.pt")
+    with pytest.raises(ModelError, match="future.pt records a normalisation .*Unknown scaling"):
+        models.load_model(str(tmp_path / "future.pt"), "cpu")

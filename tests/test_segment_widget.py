@@ -153,6 +153,27 @@ def test_model_switch_same_encoder_reuses_embedding(qtbot, dock, tmp_path):
     assert len(widget.cache.entries()) == entries + 1
 
 
+def test_dock_scales_pixels_as_the_model_was_trained(qtbot, dock, tmp_path):
+    """tiny (a micro-sam-style model): micro-sam's pixels; a checkpoint that records percentile
+    scaling (same encoder): percentile pixels, so a new embedding, not the cached one."""
+    from micro_sam.util import _to_image
+
+    from napari_raysam.core.images import LEGACY, to_sam_rgb
+    from napari_raysam.core.sam import models
+
+    viewer, widget = dock
+    embed(qtbot, widget)
+    np.testing.assert_array_equal(widget.rgb, _to_image(widget.sample.image))
+    path = models.save_checkpoint(tmp_path / "pct.pt", models.build_tiny_sam(seed=0), "tiny",
+                                  models.TinyConfig(), normalisation=LEGACY.normalisation())
+    entries = len(widget.cache.entries())
+    widget.use_model(str(path))
+    wait(qtbot, widget)
+    assert widget.model.spec == str(path) and widget.embeddings is not None
+    np.testing.assert_array_equal(widget.rgb, to_sam_rgb(widget.sample.image, LEGACY))
+    assert len(widget.cache.entries()) == entries + 1
+
+
 def test_bad_model_shows_message_and_napari_stays(qtbot, dock, tmp_path):
     viewer, widget = dock
     bad = tmp_path / "page.pt"

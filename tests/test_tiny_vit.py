@@ -103,6 +103,7 @@ def test_mobile_sam_checkpoint_loads_and_segments(tmp_path, vit_t_file):
     path, state = vit_t_file
     loaded = models.load_model(str(path), device="cpu")
     assert loaded.model_type == "vit_t" and loaded.img_size == 1024
+    assert loaded.normalisation["scaling"] == "minmax"  # not ours: micro-sam's pipeline
     key = "image_encoder.layers.2.blocks.3.attn.qkv.weight"
     assert torch.equal(loaded.sam.state_dict()[key], state[key])
 

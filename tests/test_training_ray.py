@@ -64,7 +64,8 @@ def round_run(ray_cluster, tmp_path_factory):
     with contextlib.redirect_stdout(out):
         code = main(["train", str(ds), "--model", "tiny", "--mode", "decoder", "--workers", "2",
                      "--epochs", "4", "--storage", str(root / "runs"), "--json",
-                     "--lr-schedule", "plateau", *FAST])
+                     "--lr-schedule", "plateau",
+                     "--normalisation", "percentile", *FAST])
     assert code == 0
     lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
     registered = lines.pop()  # the CLI registers the model after the run's last event
@@ -113,9 +114,13 @@ def test_cli_run_learns_and_writes_outputs(round_run, worker_cache):
     assert model.lineage["dataset_content_hash"] == rep["dataset_content_hash"]
     assert [m["epoch"] for m in model.lineage["metrics"]] == [1, 2, 3, 4]
     assert model.lineage["versions"]["torch"]
+    # trained with the chosen scaling (the base, tiny, has min-max) and records it
+    assert model.normalisation["scaling"] == "percentile"
+    assert model.lineage["config"]["normalisation"] == "percentile"
     # decoder mode: the encoder is untouched, so cached embeddings stay valid
     assert model.encoder_fingerprint == load_model("tiny", device="cpu").encoder_fingerprint
-    assert any((worker_cache / "node" / "embeddings").rglob("*.pt"))  # on the node, not in runs
+    cached = list((worker_cache / "node" / "embeddings").rglob("*.pt"))  # on the node, not runs
+    assert cached and all("-percentile-" in p.parent.name for p in cached)
     assert not (run_dir / "embeddings").exists()
 
 
@@ -136,6 +141,11 @@ def test_finetune_round_model_on_elongated_cells(round_run, tmp_path):
     assert stopped == (epochs != [1, 2, 3]), out.history
     assert all(not should_stop(out.history[:i], 1) for i in range(1, len(epochs)))
     assert out.best_epoch == best_epoch(out.history)
+
+    from napari_raysam.core.sam.models import load_model
+
+    # no --normalisation: the fine-tune keeps its base model's scaling
+    assert load_model(out.checkpoint, device="cpu").normalisation["scaling"] == "percentile"
 
 
 def test_killed_worker_resumes_without_double_counting(ray_cluster, tmp_path):

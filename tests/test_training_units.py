@@ -218,7 +218,8 @@ def test_trainconfig_is_the_one_option_schema():
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
     options = {"model": "tiny", "mode": "full", "workers": 2, "epochs": 3, "lr": 0.01,
-               "steps_per_epoch": 4, "max_failures": 0, "seed": 7}
+               "steps_per_epoch": 4, "max_failures": 0, "seed": 7,
+               "normalisation": "percentile"}
     argv = option_argv(options)
     config = from_namespace(parser.parse_args(["ds", *argv]))
     assert config == TrainConfig(dataset="ds", **options)
@@ -288,3 +289,29 @@ def test_eta_from_the_first_steps():
     assert eta.left_s(1, 3) == pytest.approx(27 * 0.5 + 3 * 2.0)
     assert eta.left_s(2, 10, validated=True) == pytest.approx(10 * 0.5 + 2.0)
     assert eta.due(now=1.0) and not eta.due(now=5.0) and eta.due(now=11.5)
+
+
+def test_a_run_trains_with_and_records_the_base_models_normalisation(tmp_path):
+    """None: the base model's (tiny_cells as shipped: percentile; tiny: micro-sam's min-max);
+    an explicit choice wins. What the run trains with is what its model.pt records."""
+    from napari_raysam.core.images import LEGACY, ImagePolicy
+    from napari_raysam.core.sam.models import load_checkpoint, load_model
+    from napari_raysam.core.training.config import run_normalisation
+    from napari_raysam.core.training.runner import save_partial_model
+    from napari_raysam.core.training.trainable import trainable_state
+
+    shipped = load_model("tiny_cells", device="cpu")
+    assert run_normalisation(TrainConfig(dataset="x"), shipped.normalisation) == (
+        LEGACY.normalisation())
+    chosen = TrainConfig(dataset="x", normalisation="minmax")
+    assert run_normalisation(chosen, shipped.normalisation) == ImagePolicy().normalisation()
+    with pytest.raises(RaysamError, match="normalisation 'zscore' is unknown"):
+        TrainConfig(dataset="x", normalisation="zscore").validate()
+    state = {"model": trainable_state(shipped.sam), "epoch": 1, "history": [], "baseline": None}
+    for cfg, scaling in ((TrainConfig(dataset="x", model="tiny_cells", mode="full"), "percentile"),
+                         (TrainConfig(dataset="x", model="tiny", mode="full"), "minmax"),
+                         (TrainConfig(dataset="x", model="tiny_cells", mode="full",
+                                      normalisation="minmax"), "minmax")):
+        path = save_partial_model(cfg, state, tmp_path / f"{cfg.model}-{scaling}.pt", "h", "c",
+                                  "FAILED")
+        assert load_checkpoint(path, device="cpu").normalisation["scaling"] == scaling

@@ -34,7 +34,7 @@ from napari_raysam._qt._dock import scroll_body
 from napari_raysam._qt.gc_pauses import QuietCollector
 from napari_raysam._qt.prompt_layers import PromptLayers
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.images import ImagePolicy, to_sam_rgb
+from napari_raysam.core.images import ImagePolicy, check_plane, to_sam_rgb
 from napari_raysam.core.sam import planes
 from napari_raysam.core.sam import segment as seg
 from napari_raysam.core.sam.embeddings import EmbeddingCache
@@ -180,7 +180,7 @@ class SegmentWidget(DockLifetime, QWidget):
         """Compute (or fetch from the cache) the embedding of the current plane in a worker."""
         try:
             layer, plane_index, plane, policy = self._policy_and_plane()
-            rgb = to_sam_rgb(plane, policy)
+            check_plane(plane, policy)
         except RaysamError as exc:
             show_status(self.status, str(exc), error=True)
             return None
@@ -192,11 +192,13 @@ class SegmentWidget(DockLifetime, QWidget):
             model = self.model
             if model is None or model.spec != spec:
                 model = load_model(spec)
+            rgb = to_sam_rgb(plane, model.image_policy(policy))  # scaled as the model learned
             embeddings = self.cache.get_or_compute(model, rgb, progress=self.progress.emit)
             _ = model.encoder_fingerprint  # hash the weights here, not on the Qt thread
-            return model, embeddings
+            return model, embeddings, rgb
 
         def done(result):
+            rgb = result[2]
             self.model = result[0]
             self.update_model_label()
             self.update_cache_label()

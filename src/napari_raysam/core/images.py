@@ -4,19 +4,36 @@ SAM wants an (H, W, 3) uint8 RGB image. Microscopy gives 2D grayscale, RGB, mult
 (e.g. 4-channel Human Protein Atlas composites), uint8/uint16/float, sometimes with NaN/inf.
 Everything that feeds SAM goes through :func:`to_sam_rgb`, so a model sees the same pixels
 when it is trained and when it segments.
+
+Two scalings, per channel, to uint8:
+
+* ``minmax`` (the default): micro-sam's own (``micro_sam.util._to_image``, what its annotators
+  and ``precompute_image_embeddings`` feed the encoder): the channel's minimum to 0, its maximum
+  to 255, computed in float32 and truncated, so the pixels are identical to micro-sam's.
+* ``percentile``: the ``lower``/``upper`` percentiles to 0/255, clipped; robust to a few hot
+  pixels. Checkpoints written before the scaling was recorded were trained with it.
+
+A model's scaling (its *normalisation*, :meth:`ImagePolicy.normalisation`) is stored in its
+checkpoint and used wherever the model sees pixels (``core.sam.models``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from napari_raysam.core.errors import RaysamError
 
-#: Bumped whenever the pixels that :func:`to_sam_rgb` produces change for the same input.
-POLICY_VERSION = 1
+#: Bumped whenever the pixels that :func:`to_sam_rgb` produces change for the same input
+#: (2: the default scaling became micro-sam's min-max).
+POLICY_VERSION = 2
+MINMAX = "minmax"
+PERCENTILE = "percentile"
+SCALINGS = (MINMAX, PERCENTILE)
+_NORMALISATION_KEYS = {"scaling", "lower", "upper", "policy_version"}
 
 
 class ImageError(RaysamError, ValueError):
@@ -29,16 +46,55 @@ class ImagePolicy:
 
     channel_axis: axis of the plane holding channels (None: grayscale, or RGB/RGBA last axis).
     channels: which channels to use (at most 3, mapped to R, G, B); None picks the first 3.
-    lower/upper: percentiles mapped to 0 and 255, per channel.
+    scaling: ``minmax`` (micro-sam's) or ``percentile``; lower/upper: the percentiles mapped
+    to 0 and 255 per channel under ``percentile`` (unused by ``minmax``).
     """
 
     channel_axis: int | None = None
     channels: tuple[int, ...] | None = None
+    scaling: str = MINMAX
     lower: float = 1.0
     upper: float = 99.8
 
+    def __post_init__(self) -> None:
+        if self.scaling not in SCALINGS:
+            raise ImageError(f"Unknown scaling {self.scaling!r}; use one of {', '.join(SCALINGS)}.")
+        if not 0 <= self.lower < self.upper <= 100:
+            raise ImageError(f"Percentiles lower={self.lower}, upper={self.upper} must satisfy "
+                             "0 <= lower < upper <= 100.")
+
     def describe(self) -> dict:
         return {"policy_version": POLICY_VERSION, **asdict(self)}
+
+    def normalisation(self) -> dict:
+        """The scaling part as plain values: what a checkpoint records of its training pixels."""
+        out = {"scaling": self.scaling, "policy_version": POLICY_VERSION}
+        if self.scaling == PERCENTILE:
+            out.update(lower=float(self.lower), upper=float(self.upper))
+        return out
+
+    def using(self, normalisation: dict | None) -> ImagePolicy:
+        """This policy's channels with the scaling of ``normalisation`` (None: unchanged)."""
+        if normalisation is None:
+            return self
+        if not isinstance(normalisation, dict) or not set(normalisation) <= _NORMALISATION_KEYS:
+            raise ImageError(f"Not a normalisation: {str(normalisation)[:200]}; expected keys "
+                             f"among {sorted(_NORMALISATION_KEYS)}.")
+        values = {k: v for k, v in normalisation.items() if k != "policy_version"}
+        try:
+            return replace(self, **{"lower": 1.0, "upper": 99.8, **values})
+        except TypeError:
+            raise ImageError(f"Not a normalisation: {str(normalisation)[:200]}.") from None
+
+
+#: What checkpoints written before the normalisation was recorded were trained with.
+LEGACY = ImagePolicy(scaling=PERCENTILE)
+
+
+def normalisation_tag(normalisation: dict) -> str:
+    """A short stable name of a normalisation, for cache folders and keys."""
+    text = json.dumps(normalisation, sort_keys=True)
+    return f"{normalisation.get('scaling')}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def channels_last(plane: np.ndarray, channel_axis: int | None) -> np.ndarray:
@@ -74,7 +130,21 @@ def _select_channels(plane: np.ndarray, channels: tuple[int, ...] | None) -> np.
     return plane[..., list(chosen)]
 
 
-def _scale_channel(channel: np.ndarray, lower: float, upper: float) -> np.ndarray:
+def _minmax_channel(channel: np.ndarray) -> np.ndarray:
+    """micro-sam's arithmetic exactly (float32: minus the minimum, divided by the shifted
+    maximum + 1e-7, times 255, truncated); NaN/inf first become the finite minimum."""
+    values = channel.astype(np.float32)
+    finite = np.isfinite(values)
+    if not finite.all():
+        if not finite.any():
+            return np.zeros(values.shape, np.uint8)
+        values = np.where(finite, values, values[finite].min())
+    values -= values.min()
+    values /= values.max() + np.float32(1e-7)
+    return (values * np.float32(255)).astype(np.uint8)
+
+
+def _percentile_channel(channel: np.ndarray, lower: float, upper: float) -> np.ndarray:
     values = channel.astype(np.float32, copy=False)
     finite = np.isfinite(values)
     if not finite.any():
@@ -89,12 +159,9 @@ def _scale_channel(channel: np.ndarray, lower: float, upper: float) -> np.ndarra
     return np.clip(scaled, 0, 255).round().astype(np.uint8)
 
 
-def to_sam_rgb(plane: np.ndarray, policy: ImagePolicy = ImagePolicy()) -> np.ndarray:
-    """Turn one 2D (+channels) plane into SAM's (H, W, 3) uint8 input under ``policy``.
-
-    Percentile scaling per channel; NaN/inf become the channel's low value; a constant channel
-    becomes 0; a grayscale plane is repeated to 3 channels; two channels fill R and G.
-    """
+def check_plane(plane: np.ndarray, policy: ImagePolicy = ImagePolicy()) -> np.ndarray:
+    """The (H, W, C<=3) channels ``policy`` selects from ``plane``; ImageError naming the
+    problem when the plane cannot become SAM input (cheap: no scaling)."""
     plane = channels_last(plane, policy.channel_axis)
     if plane.shape[0] < 2 or plane.shape[1] < 2:
         raise ImageError(
@@ -102,12 +169,23 @@ def to_sam_rgb(plane: np.ndarray, policy: ImagePolicy = ImagePolicy()) -> np.nda
         )
     if not (np.issubdtype(plane.dtype, np.number) or plane.dtype == bool):
         raise ImageError(f"Unsupported pixel type {plane.dtype}; use integer or float images.")
-    selected = _select_channels(plane, policy.channels)
-    out = np.stack(
-        [_scale_channel(selected[..., i], policy.lower, policy.upper)
-         for i in range(selected.shape[-1])],
-        axis=-1,
-    )
+    return _select_channels(plane, policy.channels)
+
+
+def to_sam_rgb(plane: np.ndarray, policy: ImagePolicy = ImagePolicy()) -> np.ndarray:
+    """Turn one 2D (+channels) plane into SAM's (H, W, 3) uint8 input under ``policy``.
+
+    Each channel scaled by ``policy.scaling``; NaN/inf become the channel's low value; a
+    constant channel becomes 0; a grayscale plane is repeated to 3 channels; two channels fill
+    R and G (micro-sam's channel rules).
+    """
+    selected = check_plane(plane, policy)
+    if policy.scaling == MINMAX:
+        channels = [_minmax_channel(selected[..., i]) for i in range(selected.shape[-1])]
+    else:
+        channels = [_percentile_channel(selected[..., i], policy.lower, policy.upper)
+                    for i in range(selected.shape[-1])]
+    out = np.stack(channels, axis=-1)
     if out.shape[-1] == 1:
         out = np.repeat(out, 3, axis=-1)
     elif out.shape[-1] == 2:

@@ -239,23 +239,28 @@ class TrainingSet:
             raise unreadable_tiff(path, exc) from None
 
     def load(
-        self, record: SampleRecord, verify: bool = False, normalise: bool = False
+        self, record: SampleRecord, verify: bool = False, normalise: bool = False,
+        normalisation: dict | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Read one sample's (image, labels); see :meth:`iter_samples` for the options."""
         image = self._read(record.image, record.image_sha256 if verify else None)
         labels = self._read(record.labels, record.labels_sha256 if verify else None)
         if normalise:
-            image = to_sam_rgb(image, ImagePolicy(channel_axis=record.channel_axis))
+            policy = ImagePolicy(channel_axis=record.channel_axis).using(normalisation)
+            image = to_sam_rgb(image, policy)
         return image, labels
 
     def iter_samples(
-        self, split: str | None = None, verify: bool = False, normalise: bool = True
+        self, split: str | None = None, verify: bool = False, normalise: bool = True,
+        normalisation: dict | None = None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray, SampleRecord]]:
         """Yield (image, labels, record) for ``split`` (None: all samples).
 
         normalise: image as SAM's (H, W, 3) uint8 via ``to_sam_rgb`` under the record's channel
-        axis (the inference policy); otherwise the stored array. verify: check both files' sha256
-        and raise :class:`DatasetError` naming the file on a mismatch.
+        axis and ``normalisation`` (a model's; None: the default); otherwise the stored array.
+        The set stores raw pixels, so the scaling belongs to the model, not to the set.
+        verify: check both files' sha256 and raise :class:`DatasetError` naming the file on a
+        mismatch.
         """
         records = self.samples if split is None else self.split(split)
         if verify and self.manifest_content_hash != self.content_hash:
@@ -266,7 +271,8 @@ class TrainingSet:
                 "was edited by hand?). Export the training set again."
             )
         for record in records:
-            image, labels = self.load(record, verify=verify, normalise=normalise)
+            image, labels = self.load(record, verify=verify, normalise=normalise,
+                                      normalisation=normalisation)
             yield image, labels, record
 
     def summary(self) -> dict:

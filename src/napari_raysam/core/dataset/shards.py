@@ -1,7 +1,7 @@
 """A split of a training set in memory, sharded across workers: ``samples[rank::world]``.
 
 Records are sorted by id, so all ranks agree without communication; each worker reads only
-its own files. Images are normalised exactly as inference does (the set's image policy).
+its own files. Images are normalised exactly as inference does (the model's normalisation).
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ class LoadedSample:
 
 
 def load_shard(dataset: str, split: str, rank: int = 0, world: int = 1,
-               at_least_one: bool = False) -> list[LoadedSample]:
-    """This rank's share of a split, read and normalised exactly as inference does.
+               at_least_one: bool = False, normalisation: dict | None = None
+               ) -> list[LoadedSample]:
+    """This rank's share of a split, read and normalised exactly as inference does
+    (``normalisation``: the model's, :attr:`..sam.models.LoadedModel.normalisation`).
 
     ``at_least_one`` (training): with fewer images than workers a rank borrows one image
     (as a distributed sampler pads), so every rank has a step to take.
@@ -36,6 +38,6 @@ def load_shard(dataset: str, split: str, rank: int = 0, world: int = 1,
         records = [ordered[rank % len(ordered)]]
     out = []
     for record in records:
-        rgb, labels = ts.load(record, normalise=True)
+        rgb, labels = ts.load(record, normalise=True, normalisation=normalisation)
         out.append(LoadedSample(rgb, np.asarray(labels), record))
     return out

@@ -34,7 +34,7 @@ def evaluate_model(model, dataset: str, split: str = "val", rounds: int = 3,
         raise RaysamError(f"{dataset} has no {split!r} samples to evaluate on.")
     loaded = load_model(model) if isinstance(model, str) else model
     sam, size = loaded.sam.eval(), loaded.img_size
-    samples = load_shard(dataset, split)
+    samples = load_shard(dataset, split, normalisation=loaded.normalisation)
     gen = torch.Generator().manual_seed(seed + 7)
     ious: dict[str, list] = {"point": [], "box": [], "corrected": []}
     with torch.no_grad():

@@ -13,6 +13,11 @@ A *spec* is a string the user types or picks:
 Our checkpoint is ``{"model_state": ..., "model_type": ..., "napari_raysam": {...}}``: plain
 tensors and plain Python values, so it loads with ``torch.load(weights_only=True)``, and a
 standard-architecture one loads with ``micro_sam.util.get_sam_model(model_type, checkpoint_path)``.
+
+Each model carries its *normalisation* (how pixels were scaled when it was trained,
+:meth:`..images.ImagePolicy.normalisation`): ours records it under ``napari_raysam``; ours
+written before it was recorded were trained with :data:`..images.LEGACY` (percentile); micro-sam
+models and foreign checkpoints get micro-sam's min-max, as in micro-sam's own pipeline.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_raysam.core.images import LEGACY, ImageError, ImagePolicy
 from napari_raysam.core.sam.architectures import (
     ModelError,
     TinyConfig,
@@ -49,6 +55,7 @@ class LoadedModel:
     tiny_config: TinyConfig | None = None
     lineage: dict | None = None
     decoder_state: dict | None = None  # micro-sam instance-segmentation decoder, if any
+    normalisation: dict = field(default_factory=lambda: ImagePolicy().normalisation())
     _fingerprint: str | None = field(default=None, repr=False)
     _predictor: Any = field(default=None, repr=False)
     _ais_decoder: Any = field(default=None, repr=False)
@@ -84,6 +91,10 @@ class LoadedModel:
     @property
     def img_size(self) -> int:
         return int(self.sam.image_encoder.img_size)
+
+    def image_policy(self, policy: ImagePolicy = ImagePolicy()) -> ImagePolicy:
+        """``policy``'s channels with this model's normalisation: what its pixels must be."""
+        return policy.using(self.normalisation)
 
 
 def best_device() -> str:
@@ -123,11 +134,14 @@ def save_checkpoint(
     tiny_config: TinyConfig | None = None,
     lineage: dict | None = None,
     decoder_state: dict | None = None,
+    normalisation: dict | None = None,
 ) -> Path:
     """Write our checkpoint atomically (temporary file, then rename).
 
     ``decoder_state`` (micro-sam's instance-segmentation decoder) is kept under the key
     micro-sam uses, so automatic segmentation can use it here and in micro-sam.
+    ``normalisation``: how the weights' training pixels were scaled (None: micro-sam's
+    min-max, the default); inference uses it.
     """
     import torch
 
@@ -139,6 +153,7 @@ def save_checkpoint(
         OUR_KEY: {
             "format": CHECKPOINT_FORMAT,
             "tiny_config": asdict(tiny_config) if tiny_config else None,
+            "normalisation": ImagePolicy().using(normalisation).normalisation(),
             "lineage": lineage or {},
         },
     }
@@ -213,6 +228,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None) -> Loade
     """Load any supported checkpoint file into a :class:`LoadedModel`."""
     raw = read_checkpoint(path)
     ours = raw.get(OUR_KEY) if isinstance(raw.get(OUR_KEY), dict) else {}
+    normalisation = _normalisation(path, ours.get("normalisation")) if ours else None
     state = raw.get("model_state", raw)
     state = _strip_prefixes(dict(state))
     tiny = ours.get("tiny_config")
@@ -244,7 +260,20 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None) -> Loade
         tiny_config=config,
         lineage=ours.get("lineage"),
         decoder_state=raw.get("decoder_state"),
+        **({"normalisation": normalisation} if normalisation else {}),
     )
+
+
+def _normalisation(path, recorded) -> dict:
+    """Our checkpoint's normalisation: the recorded one, else the percentile scaling every
+    checkpoint of ours was trained with before it was recorded."""
+    if recorded is None:
+        return LEGACY.normalisation()
+    try:
+        return ImagePolicy().using(recorded).normalisation()
+    except ImageError as exc:
+        raise ModelError(f"{path} records a normalisation this version cannot use ({exc}). "
+                         "Upgrade napari-raysam, or fine-tune the model again.") from None
 
 
 # --- specs ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 
 from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.images import SCALINGS, ImagePolicy
 
 MODES = ("decoder", "lora", "full")
 #: constant: the learning rate ``lr`` throughout; plateau: micro-sam's default schedule
@@ -79,6 +80,10 @@ class TrainConfig:
                                        "the training images)")
     eval_objects: int = 32
     lora_rank: int = 4
+    normalisation: str | None = _opt(
+        None, "pixel scaling: minmax (micro-sam's) or percentile (1st to 99.8th, robust to hot "
+        "pixels); the model records it and always segments with it (default: the base "
+        "model's)", choices=SCALINGS)
     seed: int = _opt(0, "random seed of prompts and sampling")
     storage: str | None = _opt(None, "run storage: a folder, or s3://bucket/prefix[?endpoint_"
                                "override=host:port&scheme=http] or gs://bucket/prefix (Ray "
@@ -116,6 +121,8 @@ class TrainConfig:
             (self.max_failures >= 0, "max_failures cannot be negative (0: a lost worker ends "
                                      "the run; 1 or more: it resumes from the last checkpoint)."),
             (not (self.mode == "lora" and str(self.model).startswith("vit_t")), NO_LORA_VIT_T),
+            (self.normalisation in (None, *SCALINGS), f"normalisation {self.normalisation!r} "
+             f"is unknown; use one of {', '.join(SCALINGS)} (or leave it out)."),
         ]
         for ok, message in checks:
             if not ok:
@@ -129,6 +136,14 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def run_normalisation(config: TrainConfig, base_normalisation: dict) -> dict:
+    """The normalisation a run trains with and records: ``config.normalisation`` when given,
+    else the base model's (a fine-tune sees pixels scaled as its base model did)."""
+    if config.normalisation is None:
+        return dict(base_normalisation)
+    return ImagePolicy(scaling=config.normalisation).normalisation()
 
 
 def option_fields() -> list:

@@ -21,9 +21,10 @@ import numpy as np
 
 from napari_raysam.core.dataset.shards import load_shard
 from napari_raysam.core.events import Eta, EventLog
+from napari_raysam.core.images import normalisation_tag
 from napari_raysam.core.sam import prompts
 from napari_raysam.core.sam.tiles import fixed_tiles, tile_arrays
-from napari_raysam.core.training.config import TrainConfig
+from napari_raysam.core.training.config import TrainConfig, run_normalisation
 from napari_raysam.core.training.data import TileEmbeddingCache, epoch_tiles, plan_run
 from napari_raysam.core.training.report import BEST_METRIC, should_stop
 
@@ -138,8 +139,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
     size = int(sam.image_encoder.img_size)
-    train = load_shard(dataset, "train", rank, world, at_least_one=True)
-    val = load_shard(dataset, "val", rank, world)
+    normalisation = run_normalisation(cfg, loaded.normalisation)
+    train = load_shard(dataset, "train", rank, world, at_least_one=True,
+                       normalisation=normalisation)
+    val = load_shard(dataset, "val", rank, world, normalisation=normalisation)
     base = fixed_tiles(train, size, cfg.min_object_px)
     n_tiles = int(_all_reduce_sum([len(base)])[0])
     n_steps, n_epochs = plan_run(n_tiles, world, cfg.images_per_step, cfg.epochs,
@@ -150,7 +153,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         def compute(x):
             with torch.no_grad():
                 return encode_tiles(sam, x)
-        cache = TileEmbeddingCache(node_cache_dir() / "embeddings" / fingerprint[:16], compute)
+        folder = f"{fingerprint[:16]}-{normalisation_tag(normalisation)}"
+        cache = TileEmbeddingCache(node_cache_dir() / "embeddings" / folder, compute)
     history = list(state.get("history", []))
     baseline = state.get("baseline")
     start = int(state.get("epoch", 0)) + 1

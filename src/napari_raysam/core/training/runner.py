@@ -22,7 +22,7 @@ from napari_raysam.core.events import EventLog, Follower, read_events
 from napari_raysam.core.job_env import ensure_ray
 from napari_raysam.core.paths import safe_name
 from napari_raysam.core.storage import Storage, StorageError, is_remote_uri, local_path, redact
-from napari_raysam.core.training.config import TrainConfig, fresh_run_name
+from napari_raysam.core.training.config import TrainConfig, fresh_run_name, run_normalisation
 from napari_raysam.core.training.report import BEST_METRIC, NO_VAL
 
 RUN_FILE = "run.json"
@@ -278,7 +278,8 @@ def _finish(config: TrainConfig, run: Storage, result, content_hash: str) -> Run
     with tempfile.TemporaryDirectory(prefix="raysam-out-") as out:
         out = Path(out)
         save_checkpoint(out / "model.pt", loaded.sam, loaded.model_type,
-                        tiny_config=loaded.tiny_config, lineage=lineage)
+                        tiny_config=loaded.tiny_config, lineage=lineage,
+                        normalisation=run_normalisation(config, loaded.normalisation))
         report = write_report(out, before, after, best_epoch, history,
                               {"run": config.name, "checkpoint": run.uri_of("model.pt"),
                                "base_model": redact(config.model), "mode": config.mode,
@@ -311,7 +312,8 @@ def save_partial_model(config: TrainConfig, state: dict, path: str | Path, conte
                        state.get("baseline"), best_epoch=None, partial=True, epoch=epoch,
                        checkpoint=checkpoint, run_state=run_state)
     return save_checkpoint(path, loaded.sam, loaded.model_type, tiny_config=loaded.tiny_config,
-                           lineage=lineage)
+                           lineage=lineage,
+                           normalisation=run_normalisation(config, loaded.normalisation))
 
 
 def _versions() -> dict:
