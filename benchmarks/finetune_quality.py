@@ -26,7 +26,8 @@ prompts, then ``evaluation.run_evaluation``: mSA / SA50). Per epoch, both runs' 
 measured by the same function (our training loop's ``validate``) with its time since the run
 started, which gives the time each needs to reach micro-sam's final val score.
 
-Run: ``python benchmarks/finetune_quality.py [--budget 60] [--modes full,decoder,lora]``.
+Run: ``python benchmarks/finetune_quality.py [--budget 120] [--modes full,decoder,lora]``
+(``--smoke``: 2 epochs).
 The last line is ``RATIO quality_box_ours_over_microsam=... ...``.
 """
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -237,20 +239,30 @@ def grade_microsam(checkpoint: str, test_set: Path, work: Path) -> dict:
 
 # --- report ------------------------------------------------------------------------------------
 
+def root_error(exc: BaseException) -> str:
+    """The innermost ``SomeError: message`` line of an exception and its causes (a worker's
+    error arrives wrapped in Ray's and the runner's)."""
+    text = "\n".join(str(e) for e in (exc, exc.__cause__) if e is not None)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    hits = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    return (hits[-1] if hits else f"{type(exc).__name__}: {lines[0] if lines else ''}")[:200]
+
+
 def time_to_reach(curve: list[tuple[float, float]], score: float) -> float | None:
     return next((t for t, s in curve if s >= score - 1e-9), None)
 
 
 def fmt_s(value: float | None) -> str:
-    return "not reached" if value is None else f"{value:.1f}"
+    return "not reached" if value is None else f"{value:.1f} s"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=120.0,
-                        help="target wall seconds of ours' 1-worker full run; micro-sam gets "
-                             "exactly what that run took (default: %(default)s)")
+                        help="target wall seconds of ours' 1-worker full run (sizes its epochs); "
+                             "micro-sam is compared at what that run took (default: "
+                             "%(default)s)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="ours' epochs (default: sized from --budget)")
     parser.add_argument("--modes", default="full",
@@ -258,7 +270,10 @@ def main() -> None:
     parser.add_argument("--microsam-defaults", action="store_true",
                         help="micro-sam with train_sam's own lr/objects/rounds and bf16 on CPU")
     parser.add_argument("--seed", type=int, default=16, help="data seed (test set: seed + 1)")
+    parser.add_argument("--smoke", action="store_true", help="2 epochs (run_all.py --smoke)")
     args = parser.parse_args()
+    if args.smoke:
+        args.epochs = args.epochs or 2
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if "full" not in modes:
         parser.error("--modes must include full (the equal-time comparison is on full)")
@@ -285,7 +300,8 @@ def main() -> None:
             try:
                 runs[name] = train_ours(train_set, root / "runs", mode, workers, epochs, MATCHED)
             except Exception as exc:  # noqa: BLE001 - a failing mode is a row, not the end
-                runs[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
+                runs[name] = {"error": root_error(exc)}
+                print(f"{name} failed: {runs[name]['error']}", flush=True)
     finally:
         ray.shutdown()
     if "error" in runs["ours full 1w"]:
@@ -311,7 +327,7 @@ def main() -> None:
     rows = []
     for i, (name, run) in enumerate(runs.items()):
         if "error" in run:
-            rows.append([name, "-", "-", "-", run["error"][:70], "", "", "", "", ""])
+            rows.append([name, "-", "-", "-", "failed (see above)", "", "", "", "", ""])
             continue
         ours = run["ours_eval"] = grade_ours(run["checkpoint"], test_set)
         theirs = run["ms_eval"] = grade_microsam(run["checkpoint"], test_set, root / f"eval{i}")
@@ -331,10 +347,9 @@ def main() -> None:
     curves |= {n: r["curve"] for n, r in runs.items() if "curve" in r}
     for name, curve in curves.items():
         print(f"  {name:<18} " + " ".join(f"{t:.0f}s:{v:.3f}" for t, v in curve))
-    reach = {n: time_to_reach(c, target) for n, c in curves.items()}
-    reach["micro-sam"] = final["t"]
+    reach = {n: time_to_reach(c, target) for n, c in curves.items()}  # micro-sam: its own
     print("time to reach micro-sam's final val box score: "
-          + ", ".join(f"{n} {fmt_s(t)} s" for n, t in reach.items()))
+          + ", ".join(f"{n} {fmt_s(t)}" for n, t in reach.items()))
 
     def ratio(a: float | None, b: float | None) -> str:
         return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}"
@@ -346,8 +361,10 @@ def main() -> None:
         f"{ratio(ours1['ours_eval']['miou_box'], ms1['ours_eval']['miou_box'])}",
         f"quality_msa_box_ours_over_microsam="
         f"{ratio(ours1['ms_eval']['msa_box'], ms1['ms_eval']['msa_box'])}",
-        f"time_to_microsam_final_2w_over_microsam={ratio(reach.get('ours full 2w'), final['t'])}",
-        f"time_to_microsam_final_1w_over_microsam={ratio(reach.get('ours full 1w'), final['t'])}",
+        f"time_to_microsam_final_2w_over_microsam="
+        f"{ratio(reach.get('ours full 2w'), reach['micro-sam'])}",
+        f"time_to_microsam_final_1w_over_microsam="
+        f"{ratio(reach.get('ours full 1w'), reach['micro-sam'])}",
     ]))
 
 
