@@ -6,7 +6,8 @@ separate held-out test set from another seed. Base model: the shipped ``tiny_cel
 
 Trainers (1 CPU thread each):
 * ours: ``core.training.runner.run_training`` on a local Ray cluster (the job path every run
-  takes), mode ``full`` with 1 and 2 workers, plus 1-worker ``decoder`` and ``lora`` rows.
+  takes), mode ``full`` with 1 and 2 workers (``--modes full,decoder,lora`` adds 1-worker
+  ``decoder`` and ``lora`` rows).
   Ours trains a number of epochs (``--epochs``, by default sized from ``--budget``); its wall
   time T1 (1 worker, full) is the budget micro-sam then gets, so the two have equal wall time.
 * micro-sam: ``micro_sam.training.train_sam`` itself (SamTrainer, its Dice + IoU-MSE loss,
@@ -17,7 +18,8 @@ Trainers (1 CPU thread each):
   the model after each epoch and to stop at the first epoch end past T1. Hyper-parameters match
   ours (lr 1e-4, 8 objects, 1 + 3 prompt rounds) and precision is fp32 like ours on CPU;
   ``--microsam-defaults`` uses train_sam's own (lr 1e-5, 25 objects, 8 rounds, bf16 on CPU).
-  micro-sam's model at equal time is the best.pt it had written by T1.
+  micro-sam's model at equal time is the best.pt it had written by T1. For grading, micro-sam's
+  ``batched_inference`` gets the encoder's own prompt scaling (see :func:`grade_microsam`).
 
 Every returned model is graded on the held-out test set by both evaluators: ours
 (``core.sam.evaluate``: mIoU from a centre point, a box, and after 3 correction rounds) and
