@@ -139,3 +139,15 @@ def tiny_cells():
 
     return load_model("tiny_cells", device="cpu")
 
+
+
+@pytest.mark.ray
+def test_unwritable_storage_is_refused_before_any_upload(ray_head, tmp_path):
+    _, state = ray_head
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where the storage folder should be")
+    folder = _folder(tmp_path, 1, odd=False)
+    profile = ClusterProfile(name="t", address=state.address, storage=str(blocker / "st"))
+    with pytest.raises(RaysamError, match="Cannot write to the storage"):
+        submit_apply(profile, folder, "tiny_cells")
+    assert RunIndex().list() == []
