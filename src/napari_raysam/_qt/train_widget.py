@@ -321,8 +321,10 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         if not path:
             show_status(self.status, "Export cancelled.")
             return
-        # the dialog asked before replacing an existing file
-        self._run(lambda: export_bioimageio(source, path, overwrite=True), (), self._exported,
+        confirmed = path.lower().endswith(".zip")  # the dialog asked before replacing it
+        path = path if confirmed else path + ".zip"
+        self._run(lambda: export_bioimageio(source, path, overwrite=confirmed), (),
+                  self._exported,
                   f"Exporting {source.spec} for bioimage.io: micro-sam runs the model on a "
                   "test image, then bioimage.io tests the package (minutes on a CPU)...")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -35,6 +36,7 @@ class ExportSource:
     """A checkpoint that can be exported: where it is, its architecture, its lineage."""
 
     spec: str
+    name: str  # the model's name (a fetched model's, else the file's stem)
     path: Path
     model_type: str
     lineage: dict
@@ -58,17 +60,18 @@ def resolve_export_source(spec: str) -> ExportSource:
     from napari_raysam.core.model_store import registered_model_path
 
     spec = str(spec).strip()
-    path = Path(spec).expanduser()
+    path, name = Path(spec).expanduser(), None
     if spec in ("tiny", "tiny_cells") or spec.startswith("tiny:"):
         raise RaysamError(_tiny_message(spec))
     if spec.startswith("run:"):
-        path = Path(registered_model_path(spec[4:]))
+        name = spec[4:]
     elif not path.is_file():
         if path.suffix in (".pt", ".pth", ".ckpt") or os.sep in spec:
             raise RaysamError(f"Checkpoint file not found: {path}. Check the path, or give "
                               "a fetched model's name (`napari-raysam models list`).")
-        # a bare name: a fetched model; the error lists the ones there are
-        path = Path(registered_model_path(spec))
+        name = spec  # a bare name: a fetched model; the error lists the ones there are
+    if name is not None:
+        path = Path(registered_model_path(name))
     raw = read_checkpoint(path)
     ours = raw.get(OUR_KEY) if isinstance(raw.get(OUR_KEY), dict) else {}
     if ours.get("tiny_config"):
@@ -82,8 +85,8 @@ def resolve_export_source(spec: str) -> ExportSource:
         raise RaysamError(
             f"{spec} is a vit_t model: micro-sam's exporter builds vit_t with the MobileSAM "
             f"package, which is not installed. Install it ({MOBILE_SAM_PIP}) and export again.")
-    return ExportSource(spec, path, model_type, dict(ours.get("lineage") or {}),
-                        "decoder_state" in raw)
+    return ExportSource(spec, name or path.stem, path, model_type,
+                        dict(ours.get("lineage") or {}), "decoder_state" in raw)
 
 
 def _tiny_message(spec: str) -> str:
@@ -147,14 +150,14 @@ def export_bioimageio(spec: str | ExportSource, out: str | os.PathLike, *,
                           f"for the export (about {2 * size / 1e6:.0f} MB); free some space or "
                           "set TMPDIR to a roomier folder.")
     image, labels = export_test_image()
-    partial = out.with_name(f".{out.stem}.partial-{os.getpid()}.zip")
+    partial = out.with_name(f".{out.stem}.partial-{os.getpid()}-{secrets.token_hex(4)}.zip")
     try:
         with tempfile.TemporaryDirectory(prefix="raysam-bioimageio-") as tmp:
             doc = Path(tmp) / "documentation.md"
-            doc.write_text(documentation(source, out.stem), encoding="utf-8")
+            doc.write_text(documentation(source), encoding="utf-8")
             cover = write_cover(Path(tmp) / "cover.png", image, labels)
             say(f"Exporting {source.model_type} (micro-sam runs it on a test image)...")
-            _run_exporter(source, image, labels, partial, doc, cover, out.stem, authors)
+            _run_exporter(source, image, labels, partial, doc, cover, authors)
         status = "not validated"
         if validate:
             say("Testing the package with bioimage.io (offline)...")
@@ -167,7 +170,7 @@ def export_bioimageio(spec: str | ExportSource, out: str | os.PathLike, *,
 
 
 def _run_exporter(source: ExportSource, image, labels, path: Path, doc: Path, cover: Path,
-                  name: str, authors: list[str] | None) -> None:
+                  authors: list[str] | None) -> None:
     import bioimageio.spec.model.v0_5 as spec
     from micro_sam.bioimageio import export_sam_model
     from micro_sam.bioimageio.model_export import DEFAULTS
@@ -176,7 +179,7 @@ def _run_exporter(source: ExportSource, image, labels, path: Path, doc: Path, co
     names = authors or [os.environ.get("USER") or "napari-raysam user"]
     try:
         export_sam_model(
-            image, labels, source.model_type, package_name(name), path,
+            image, labels, source.model_type, package_name(source.name), path,
             checkpoint_path=str(source.path),
             description=description(source),
             documentation=str(doc),
@@ -263,18 +266,18 @@ def _before_after(lineage: dict) -> tuple[dict, dict]:
     return dict(before), dict(after)
 
 
-def documentation(source: ExportSource, name: str) -> str:
+def documentation(source: ExportSource) -> str:
     """The package's documentation (markdown): lineage, held-out scores, history, config,
     versions and the full lineage as JSON."""
     lin = source.lineage
-    rows = [("model", name), ("architecture", source.model_type),
+    rows = [("model", source.name), ("architecture", source.model_type),
             ("base model", lin.get("base_model")), ("run", lin.get("run")),
             ("mode", lin.get("mode")), ("training set", lin.get("dataset")),
             ("training-set content hash (sha256)", lin.get("dataset_content_hash")),
             ("best epoch", lin.get("best_epoch")),
             ("partial (last checkpoint of an unfinished run)", lin.get("partial")),
             ("instance-segmentation decoder", "yes" if source.has_decoder else "no")]
-    lines = [f"# {name}", "", description(source), "", "## Lineage", "",
+    lines = [f"# {source.name}", "", description(source), "", "## Lineage", "",
              "| what | value |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in rows if v is not None]
     before, after = _before_after(lin)
