@@ -91,6 +91,10 @@ class TrainForm:
         self.result.setWordWrap(True)
         self.use_button = QPushButton("Use in Segment")
         self.use_button.setEnabled(False)
+        self.export_button = QPushButton("Export for bioimage.io\u2026")
+        self.export_button.setToolTip("Write the fetched model as a bioimage.io package (.zip) "
+                                      "with its lineage; vit_t/b/l/h models only")
+        self.export_button.setEnabled(False)
         self.auto_use = QCheckBox("Use in Segment when done")
 
         cluster = QFormLayout()
@@ -126,8 +130,13 @@ class TrainForm:
         layout.addLayout(form)
         layout.addLayout(run_row)
         layout.addLayout(runs_row)
-        for widget in (self.progress_bar, self.status, self.plot, self.result, self.use_button,
-                       self.auto_use, self.log_box):
+        for widget in (self.progress_bar, self.status, self.plot, self.result):
+            layout.addWidget(widget)
+        model_row = QHBoxLayout()  # the fetched model: use it here, or share it
+        model_row.addWidget(self.use_button)
+        model_row.addWidget(self.export_button)
+        layout.addLayout(model_row)
+        for widget in (self.auto_use, self.log_box):
             layout.addWidget(widget)
 
 

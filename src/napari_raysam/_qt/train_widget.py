@@ -5,8 +5,10 @@ All cluster I/O runs in thread workers; the dock only reads the form and shows e
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QWidget
+from qtpy.QtWidgets import QFileDialog, QWidget
 
 from napari_raysam._qt._common import (
     CLUSTER_MODULES,
@@ -37,6 +39,7 @@ from napari_raysam.core.runs.text import (
     run_status_text,
     use_label,
 )
+from napari_raysam.core.sam.export import export_bioimageio, resolve_export_source
 
 
 class TrainWidget(DockLifetime, TrainForm, QWidget):
@@ -72,6 +75,7 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         self.fetch_button.clicked.connect(lambda: self.fetch())
         self.runs_combo.currentIndexChanged.connect(lambda _i: self._show_fetch())
         self.use_button.clicked.connect(lambda: self.use_in_segment())
+        self.export_button.clicked.connect(lambda: self.export_model())
         # closing the dock (or napari) leaves runs going; stop delivering to deleted widgets
         self.destroyed.connect(lambda *_: self._detach_workers())
         self.refresh_profiles()
@@ -183,6 +187,7 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         self.progress_bar.reset()
         self.result.setText("")
         self.use_button.setEnabled(False)
+        self.export_button.setEnabled(False)
 
     def follow(self, record) -> None:
         """Stream a run's events into the dock (replaying what already happened)."""
@@ -248,6 +253,7 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         self.result.setText(model_summary(model))
         self.use_button.setText(use_label(model))
         self.use_button.setEnabled(True)
+        self.export_button.setEnabled(True)
         self.refresh_runs()
         segment = find_dock(self.viewer, "refresh_models")
         if segment is not None:  # the fetched model appears in its model list at once
@@ -306,6 +312,32 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         segment.use_model(f"run:{self.model.name}")
         show_status(self.status, f"The Segment dock now uses {model_label(self.model)}.")
         return True
+
+    def export_model(self):
+        """Share the fetched model as a bioimage.io package: check it can be exported (tiny
+        models cannot), ask where, then export and test it; all file work in workers."""
+        if self.model is None:
+            return None
+        return self._run(resolve_export_source, (f"run:{self.model.name}",),
+                         self._ask_export_path, "Checking the model...")
+
+    def _ask_export_path(self, source) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export for bioimage.io", str(Path.home() / f"{self.model.name}.zip"),
+            "bioimage.io package (*.zip)")
+        if not path:
+            show_status(self.status, "Export cancelled.")
+            return
+        confirmed = path.lower().endswith(".zip")  # the dialog asked before replacing it
+        path = path if confirmed else path + ".zip"
+        self._run(lambda: export_bioimageio(source, path, overwrite=confirmed), (),
+                  self._exported,
+                  f"Exporting {source.spec} for bioimage.io: micro-sam runs the model on a "
+                  "test image, then bioimage.io tests the package (minutes on a CPU)...")
+
+    def _exported(self, result) -> None:
+        show_status(self.status, f"Wrote {result.path} ({result.size_bytes / 1e6:.0f} MB, "
+                    f"bioimage.io test {result.validation}): ready to upload to bioimage.io.")
 
     def _segment_model(self) -> str | None:
         segment = find_dock(self.viewer, "use_model")

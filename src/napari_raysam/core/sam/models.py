@@ -212,7 +212,9 @@ def _strip_prefixes(state: dict) -> dict:
     return state
 
 
-def _infer_type(state: dict) -> str:
+def infer_model_type(state: dict) -> str:
+    """The standard architecture (vit_t/b/l/h) of a SAM state dict; ModelError if none."""
+    state = _strip_prefixes(dict(state))
     weight = state.get("image_encoder.patch_embed.proj.weight")
     if weight is not None and int(weight.shape[0]) in _WIDTH_TO_TYPE:
         return _WIDTH_TO_TYPE[int(weight.shape[0])]
@@ -237,7 +239,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None) -> Loade
         sam, model_type = build_tiny_sam(config, seed=None), "tiny"
     else:
         config = None
-        model_type = _infer_type(state)
+        model_type = infer_model_type(state)
         sam = build_standard_sam(model_type)
     try:
         sam.load_state_dict(state, strict=True)
