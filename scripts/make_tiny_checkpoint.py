@@ -3,8 +3,8 @@
 ``python scripts/make_tiny_checkpoint.py`` trains the tiny SAM architecture (about 0.4 M
 parameters, 256 px input; ``core.models.TinyConfig``) from its seeded random initialisation,
 all weights (FULL mode), in one process, on synthetic "round" fluorescence cells
-(``core.dataset.synthetic``, seeded; 40 images plus 20 packed tighter, most cells touching; never the
-built-in sample's images and never another style: the demo fine-tunes on the unseen "elongated"
+(``core.dataset.synthetic``, seeded; 40 images plus 20 packed tighter, most cells touching; never
+the built-in sample's images and never another style: the demo fine-tunes on the unseen "elongated"
 style), with the training engine's own step (``SamStep``: micro-sam's recipe of a point or box
 prompt plus correction rounds). It then picks the thresholds of micro-sam's mask generator
 (automatic segmentation) that match the held-out cells best, prints the val point/box/corrected
