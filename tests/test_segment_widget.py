@@ -91,6 +91,8 @@ def test_points_preview_commit_undo(qtbot, dock):
     target = viewer.layers["cells objects"]
     np.testing.assert_array_equal(target.data == 1, expected)
     assert len(viewer.layers["raysam points"].data) == 0 and preview.data.max() == 0
+    indices = target._undo_history[-1][0][0]  # napari keeps these for its last 100 commits
+    assert all(axis.dtype == np.int16 for axis in indices)  # not int64: 8 B/pixel, not 20
     target.undo()
     assert target.data.max() == 0
     target.redo()

@@ -175,13 +175,16 @@ class PromptLayers:
         clear the prompts. Returns that layer and the ids written."""
         target = self.target_labels(image_layer)
         counter = self._object_ids(target)
+        # napari's undo history keeps each commit's indices (its last 100 commits): int16
+        # instead of numpy's int64 makes an entry 8 instead of 20 bytes per pixel
+        small = np.int16 if max(target.data.shape) <= np.iinfo(np.int16).max else np.int32
         ids = []
         for mask in masks:
-            rows, cols = np.nonzero(mask)
+            rows, cols = (axis.astype(small) for axis in np.nonzero(mask))
             if rows.size == 0:
                 continue
             new_id = counter.next_id(target.data)
-            lead = tuple(np.full(rows.size, i)
+            lead = tuple(np.full(rows.size, i, small)
                          for i in self.lead_index(target, image_layer, plane_index))
             target.data_setitem((*lead, rows, cols), new_id)
             counter.saw(new_id)
