@@ -81,7 +81,7 @@ class ExportWidget(DockLifetime, QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self.last_export_path: str | None = None
-        self.plan: WritePlan | None = None  # the last preview's plan
+        self.plan: WritePlan | None = None  # the last Preview's plan (not Export's)
         self._job = 0
         self._checked: dict[tuple[str, str], bool] = {}
 
@@ -207,7 +207,7 @@ class ExportWidget(DockLifetime, QWidget):
 
     def _start_plan(self, write: bool):
         if self.worker is not None:
-            show_status(self.status, "An export is already running.", error=True)
+            show_status(self.status, "A preview or export is still running.", error=True)
             return None
         self.refresh_pairs()  # layers may have been renamed or reshaped since
         self.plan = None
@@ -231,7 +231,8 @@ class ExportWidget(DockLifetime, QWidget):
                          self._on_plan_error)
 
     def _on_planned(self, result: PairsPlan, write: bool) -> None:
-        self.plan = plan = result.plan
+        plan = result.plan
+        self.plan = None if write else plan  # it holds copies of every plane: not kept
         self.plan_label.setText(result.text())
         self.progress_bar.setRange(0, 1)
         if result.split_warning:  # said before writing: exporting is allowed, nothing held out
