@@ -5,7 +5,10 @@
 With no section flag all three run. ``--smoke`` shrinks every section (20 images, 3 runs,
 100 prompt cycles). The prompts section runs its session twice, each in a child process: with
 the plugin's ``gc.freeze`` and without it (``NAPARI_RAYSAM_GC_FREEZE=0``); target < 50 MB RSS
-growth over 1,000 cycles; ``--trace`` lists tracemalloc's top growth sites.
+growth over 1,000 cycles; ``--trace`` lists tracemalloc's top growth sites. Most of the growth
+is napari's Labels undo history, which keeps the changed indices and old values of the last 100
+commits: with random-weight ``tiny`` masks (most of the image) that was ~4 MB a commit with
+int64 indices (the old +415 MB); commits now store int16 indices (~1.6 MB a commit there).
 Everything is written under a temporary folder (caches, settings, run
 index, model store, storage); a LocalHead on 127.0.0.1 serves ``--runs`` and is stopped by PID.
 The Segment-dock section runs under a virtual display (pyvirtualdisplay / Xvfb).
