@@ -1,9 +1,15 @@
 """Load benchmark: a big export + upload + one-epoch run, back-to-back runs, a long Segment session.
 
-    python benchmarks/load.py [--smoke] [--export] [--runs] [--prompts]
+    python benchmarks/load.py [--smoke] [--export] [--runs] [--prompts [--cycles N] [--trace]]
 
 With no section flag all three run. ``--smoke`` shrinks every section (20 images, 3 runs,
-100 prompt cycles). Everything is written under a temporary folder (caches, settings, run
+100 prompt cycles). The prompts section runs its session twice, each in a child process: with
+the plugin's ``gc.freeze`` and without it (``NAPARI_RAYSAM_GC_FREEZE=0``); target < 50 MB RSS
+growth over 1,000 cycles; ``--trace`` lists tracemalloc's top growth sites. Most of the growth
+is napari's Labels undo history, which keeps the changed indices and old values of the last 100
+commits: with random-weight ``tiny`` masks (most of the image) that was ~4 MB a commit with
+int64 indices (the old +415 MB); commits now store int16 indices (~1.6 MB a commit there).
+Everything is written under a temporary folder (caches, settings, run
 index, model store, storage); a LocalHead on 127.0.0.1 serves ``--runs`` and is stopped by PID.
 The Segment-dock section runs under a virtual display (pyvirtualdisplay / Xvfb).
 """
@@ -138,14 +144,44 @@ def back_to_back_runs(root: Path, n_runs: int) -> None:
         head.stop()
 
 
-def prompt_session(root: Path, cycles: int) -> None:
+def prompt_session(root: Path, cycles: int, trace: bool = False, model: str = "tiny_cells"
+                   ) -> None:
+    """The long Segment session twice, side by side: with the plugin's ``gc.freeze`` and with
+    it switched off (``NAPARI_RAYSAM_GC_FREEZE=0``), each in a fresh child process (a process
+    that froze its heap once is not a clean baseline)."""
+    import json
+    import subprocess
+
+    for freeze in ("1", "0"):
+        env = {**os.environ, "NAPARI_RAYSAM_GC_FREEZE": freeze}
+        cmd = [sys.executable, __file__, "--prompt-child", str(cycles), "--root",
+               str(root / f"prompts-{freeze}"), "--model", model] + (["--trace"] if trace else [])
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        tag = f"prompts {model}, gc.freeze {'on' if freeze == '1' else 'off'}"
+        lines = done.stdout.splitlines()
+        rows = [json.loads(line[5:]) for line in lines if line.startswith("ROWS ")]
+        for line in lines:
+            if not line.startswith("ROWS "):
+                print(f"  [{tag}] {line}", flush=True)
+        if done.returncode or not rows:
+            print(done.stderr[-3000:], flush=True)
+            raise SystemExit(f"{tag}: the child process failed ({done.returncode})")
+        for what, value, unit in rows[-1]:
+            row(tag, what, value, unit)
+
+
+def _prompt_child(root: Path, cycles: int, trace: bool, model: str) -> None:
+    import json
+
     from pyvirtualdisplay import Display
 
+    root.mkdir(parents=True, exist_ok=True)
     with Display(visible=False, size=(1280, 1024)):
-        _prompt_cycles(root, cycles)
+        rows = _prompt_cycles(root, cycles, trace, model)
+    print("ROWS " + json.dumps(rows), flush=True)
 
 
-def _prompt_cycles(root: Path, cycles: int) -> None:
+def _prompt_cycles(root: Path, cycles: int, trace: bool, model: str) -> list:
     import gc
 
     import napari
@@ -159,7 +195,7 @@ def _prompt_cycles(root: Path, cycles: int) -> None:
     sample = make_sample((512, 512), seed=7)
     viewer.add_image(sample.image, name="cells")
     widget = SegmentWidget(viewer, cache=EmbeddingCache(root / "emb"))
-    widget.model_combo.setCurrentText("tiny")
+    widget.model_combo.setCurrentText(model)
     app = QApplication.instance()
     widget.compute_embedding()
     while widget.busy:
@@ -167,7 +203,6 @@ def _prompt_cycles(root: Path, cycles: int) -> None:
         time.sleep(0.01)
     assert widget.embeddings is not None, widget.status.text()
     rng = np.random.default_rng(0)
-    objects = None
 
     def cycle():
         r, c = rng.uniform(20, 490, 2)
@@ -180,6 +215,11 @@ def _prompt_cycles(root: Path, cycles: int) -> None:
         cycle()
     objects = viewer.layers["cells objects"]
     gc.collect()
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start(12)
+        snap0 = tracemalloc.take_snapshot()
     before = rss_mb()
     t = time.perf_counter()
     marks = []
@@ -190,14 +230,27 @@ def _prompt_cycles(root: Path, cycles: int) -> None:
     took = time.perf_counter() - t
     gc.collect()
     after = rss_mb()
-    row("prompts", f"{cycles} prompt/commit cycles", took, "s")
-    row("prompts", "per cycle (2 points + commit)", took / cycles * 1e3, "ms")
-    row("prompts", "RSS before -> after", f"{before:.0f} -> {after:.0f}", "MB")
-    row("prompts", "RSS growth", after - before, "MB")
-    row("prompts", "RSS at cycle k (k:MB)", " ".join(marks), "")
-    row("prompts", "objects committed / undo history", f"{int(objects.data.max())} / "
-        f"{len(objects._undo_history)}", "")
+    if trace:
+        top = tracemalloc.take_snapshot().compare_to(snap0, "traceback")[:8]
+        print(f"tracemalloc: traced growth {sum(d.size_diff for d in top) / 1e6:.1f} MB in the "
+              "top 8 sites", flush=True)
+        for diff in top:
+            frames = " <- ".join(f"{f.filename.split('site-packages/')[-1]}:{f.lineno}"
+                                 for f in list(diff.traceback)[::-1][:4])
+            print(f"  {diff.size_diff / 1e6:+.2f} MB ({diff.count_diff:+d} blocks) {frames}")
+    rows = [[f"{cycles} prompt/commit cycles", took, "s"],
+            ["per cycle (2 points + commit)", took / cycles * 1e3, "ms"],
+            ["RSS before -> after", f"{before:.0f} -> {after:.0f}", "MB"],
+            ["RSS growth", after - before, "MB"],
+            ["RSS growth per cycle", (after - before) / cycles * 1e3, "kB"],
+            ["RSS at cycle k (k:MB)", " ".join(marks), ""],
+            ["gc.freeze count (frozen objects)", gc.get_freeze_count(), ""],
+            ["objects committed / undo history", f"{int(objects.data.max())} / "
+             f"{len(objects._undo_history)}", ""],
+            ["mean mask (pixels of 512 x 512)", (objects.data > 0).sum() / max(
+                int(objects.data.max()), 1), "px"]]
     viewer.close()
+    return rows
 
 
 def main() -> None:
@@ -205,7 +258,18 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="small sizes for a fast check")
     for name in ("export", "runs", "prompts"):
         parser.add_argument(f"--{name}", action="store_true")
+    parser.add_argument("--cycles", type=int, help="prompt/commit cycles (default 1000)")
+    parser.add_argument("--trace", action="store_true",
+                        help="tracemalloc's top growth sites over the prompt cycles")
+    parser.add_argument("--model", default="tiny_cells",
+                        help="the Segment dock's model for the prompts section (tiny_cells: "
+                        "the shipped cell model; tiny: random weights, masks over most of "
+                        "the image, the worst case for napari's undo history)")
+    parser.add_argument("--prompt-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.prompt_child:  # one side of the prompts section, in its own process
+        return _prompt_child(args.root, args.prompt_child, args.trace, args.model)
     chosen = [n for n in ("export", "runs", "prompts") if getattr(args, n)] or \
         ["export", "runs", "prompts"]
     root = Path(tempfile.mkdtemp(prefix="raysam-load-"))
@@ -213,6 +277,7 @@ def main() -> None:
         os.environ[f"NAPARI_RAYSAM_{key}"] = str(root / key.lower())
     os.environ.pop("RAY_ADDRESS", None)
     n_images, n_runs, cycles = (20, 3, 100) if args.smoke else (200, 20, 1000)
+    cycles = args.cycles or cycles
     print(f"machine: {machine()}; sections {chosen}; {'smoke' if args.smoke else 'full'}")
     t = time.perf_counter()
     try:
@@ -221,11 +286,12 @@ def main() -> None:
         if "runs" in chosen:
             back_to_back_runs(root, n_runs)
         if "prompts" in chosen:
-            prompt_session(root, cycles)
+            prompt_session(root, cycles, args.trace, args.model)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(table(["section", "measure", "value", "unit"], ROWS))
-    growth = {r[0]: r[2] for r in ROWS if r[1] in ("RSS growth", "RSS growth first -> last image")}
+    growth = {r[0].replace(", gc.freeze ", "_freeze_").replace(" ", "_"): r[2] for r in ROWS
+              if r[1] in ("RSS growth", "RSS growth first -> last image")}
     print("RATIO " + " ".join(f"{k}_rss_growth_mb={v:.1f}" for k, v in growth.items())
           + f" total_s={time.perf_counter() - t:.0f}")
 

@@ -1,6 +1,6 @@
 """GUI responsiveness: the longest Qt event-loop stall in a real napari viewer.
 
-    python benchmarks/responsiveness.py [--smoke]
+    python benchmarks/responsiveness.py [--smoke] [--only export]
 
 A shown napari viewer under a virtual display (pyvirtualdisplay / Xvfb) with a 512 px image
 (256 in --smoke). A QTimer ticks every 10 ms on the GUI thread; a stall is the gap between two
@@ -12,13 +12,17 @@ ticks minus 10 ms. Windows:
   the target;
 * embedding: the Segment dock's own ``compute_embedding()`` (worker thread) from the call until
   its result is shown, with a random-weight vit_b (1024 px input; ``tiny`` in --smoke);
+* export 50 planes: the Export dock's own ``export()`` of a 50-plane stack (512 px, 256 in
+  --smoke) and its labels into a new training set: planning (copy, check, hash every plane) and
+  writing, each in a worker, from the call until the dock's worker is done;
 * train follow: the Train dock's own ``start()`` on the embedded LocalHead (127.0.0.1, started
   before the window): upload + submit, streaming of the job's log and epoch events into the
   plot, status changes and the checkpoint fetch, until the fetched model is registered.
 
 A watchdog thread samples the GUI thread's Python stack (and any other busy thread's) whenever no
 tick came for 50 ms, and the full garbage collections are recorded, so each stall over 100 ms is
-listed with the code it was in. Target: <= 100 ms. The last line is
+listed with the code it was in. Target: <= 100 ms. ``--only export`` runs the idle, control and
+export windows alone. The last line is
 ``RATIO max_stall_ms_...=...``. The LocalHead is stopped by its PID (``LocalHead.stop``).
 """
 
@@ -82,7 +86,30 @@ class TorchBusy:
         return self.halt.is_set()
 
 
-def run(root: Path, smoke: bool) -> tuple[list, dict]:
+def export_stack(root: Path, viewer, hb: Heartbeat, size: int, rows: list, notes: dict,
+                 n_planes: int = 50) -> None:
+    """The Export dock writing an ``n_planes`` stack (every plane annotated) to a new set."""
+    import numpy as np
+
+    from napari_raysam._qt.export_widget import ExportWidget
+    from napari_raysam.core.dataset import open_dataset
+    from napari_raysam.core.dataset.synthetic import make_sample
+
+    samples = [make_sample((size, size), seed=100 + k) for k in range(n_planes)]
+    viewer.add_image(np.stack([s.image for s in samples]), name="stack")
+    viewer.add_labels(np.stack([s.labels for s in samples]).astype(np.uint16),
+                      name="stack labels")
+    dock = ExportWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="Export")
+    assert dock.selected_pairs() == [("stack", "stack labels")], dock.selected_pairs()
+    dock.dest_edit.setText(str(root / "exported"))
+    measure(f"export {n_planes} planes ({size} px)", hb, dock.export,
+            lambda: dock.worker is None, 600.0, rows, notes)
+    assert dock.last_export_path is not None, dock.status.text()
+    assert len(open_dataset(dock.last_export_path)) == n_planes
+
+
+def run(root: Path, smoke: bool, only: str | None = None) -> tuple[list, dict]:
     import napari
 
     from napari_raysam._qt.segment_widget import SegmentWidget
@@ -99,9 +126,12 @@ def run(root: Path, smoke: bool) -> tuple[list, dict]:
     hb = Heartbeat(interval_ms=10, sample_after_ms=50)
     measure("idle", hb, lambda: None, lambda: False, 3.0 if smoke else 10.0, rows, notes)
     rows[-1][-1] = "ok"  # idle "times out" by design
-
     busy = TorchBusy(3.0 if smoke else 10.0)  # control: CPU load alone, no GUI work
     measure("control: torch matmul thread", hb, busy.start, busy.done, 60.0, rows, notes)
+    if only == "export":
+        export_stack(root, viewer, hb, size, rows, notes)
+        viewer.close()
+        return rows, notes
 
     docks = {}
 
@@ -130,6 +160,7 @@ def run(root: Path, smoke: bool) -> tuple[list, dict]:
     measure(f"embedding {model_name}", hb, segment.compute_embedding,
             lambda: not segment.busy, 600.0, rows, notes)
     assert segment.embeddings is not None, segment.status.text()
+    export_stack(root, viewer, hb, size, rows, notes)
 
     head = LocalHead(state_file=root / "head.json", num_cpus=2)
     head.start()
@@ -163,12 +194,13 @@ def run(root: Path, smoke: bool) -> tuple[list, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny model, short windows")
+    parser.add_argument("--only", choices=["export"], help="idle + this window only")
     args = parser.parse_args()
     root = isolate("raysam-resp-")
     print(f"machine: {machine()}; {'smoke' if args.smoke else 'full'}", flush=True)
     try:
         with headless():
-            rows, notes = run(root, args.smoke)
+            rows, notes = run(root, args.smoke, args.only)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"\nQt heartbeat every 10 ms in a shown napari viewer (Xvfb); stall = tick gap - 10 ms;"
@@ -183,8 +215,9 @@ def main() -> None:
                 print("  " + line)
             if len(lines) > 15:
                 print(f"  ... {len(lines) - 15} more")
-    keys = ["idle", "torch_thread", "open_segment_dock", "embedding", "open_train_dock",
-            "train_follow"]
+    keys = ["idle", "torch_thread", "export_50_planes"] if args.only == "export" else [
+        "idle", "torch_thread", "open_segment_dock", "embedding", "export_50_planes",
+        "open_train_dock", "train_follow"]
     print("RATIO " + " ".join(f"max_stall_ms_{k}={r[3]:.0f}" for k, r in zip(keys, rows,
                                                                             strict=True)))
 

@@ -7,6 +7,7 @@ import pytest
 
 from napari_raysam._qt.export_widget import ExportWidget
 from napari_raysam.core.dataset import open_dataset
+from napari_raysam.core.dataset.pairs import pair_inputs
 from napari_raysam.core.dataset.synthetic import make_sample
 
 
@@ -29,6 +30,22 @@ def run_export(qtbot, widget):
     assert worker is not None, widget.status.text()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
     return worker
+
+
+def preview(qtbot, widget):
+    """Preview in its worker; the plan (None on an error)."""
+    if widget.preview() is not None:
+        assert not widget.preview_button.isEnabled()  # the form waits for the worker
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    assert widget.preview_button.isEnabled()
+    return widget.plan
+
+
+def export_fails(qtbot, widget) -> bool:
+    """Export, and whether it stopped at an error before writing anything."""
+    if widget.export() is not None:
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    return widget.last_export_path is None and is_error(widget)
 
 
 def is_error(widget) -> bool:
@@ -69,7 +86,7 @@ def test_preview_export_and_append(dock, qtbot, tmp_path):
     viewer.add_labels(sparse(first.labels, 3), name="a labels")
     widget.dest_edit.setText(str(dest))
 
-    plan = widget.preview()
+    plan = preview(qtbot, widget)
     assert plan is not None and plan.n_samples == 1 and plan.n_objects == 3
     assert "1 sample(s), 3 object(s)" in widget.plan_label.text()
     assert not dest.exists()  # preview writes nothing
@@ -86,10 +103,10 @@ def test_preview_export_and_append(dock, qtbot, tmp_path):
     viewer.add_image(second.image, name="b")
     viewer.add_labels(sparse(second.labels, 2), name="b labels")
     assert set(widget.selected_pairs()) == {("a", "a labels"), ("b", "b labels")}
-    plan = widget.preview()  # mode is still "new": the folder now holds a set
+    plan = preview(qtbot, widget)  # mode is still "new": the folder now holds a set
     assert plan is None and is_error(widget) and "append" in widget.status.text()
     widget.mode_combo.setCurrentIndex(1)
-    plan = widget.preview()  # "a" is already in the set: reported as a duplicate, skipped
+    plan = preview(qtbot, widget)  # "a" is already in the set: reported as a duplicate, skipped
     assert plan.n_samples == 1 and plan.n_objects == 2 and len(plan.duplicates) == 1
     assert "duplicate" in widget.plan_label.text()
     run_export(qtbot, widget)
@@ -109,7 +126,7 @@ def test_stack_all_planes_or_current_plane(dock, qtbot, tmp_path):
     viewer.add_labels(labels, name="stack labels")
 
     widget.dest_edit.setText(str(tmp_path / "all"))
-    plan = widget.preview()
+    plan = preview(qtbot, widget)
     assert plan.n_samples == 2 and plan.n_objects == 4
     assert "plane(s) 1 have no objects" in widget.plan_label.text()
     run_export(qtbot, widget)
@@ -119,10 +136,10 @@ def test_stack_all_planes_or_current_plane(dock, qtbot, tmp_path):
     widget.planes_combo.setCurrentIndex(1)  # only the current plane
     widget.dest_edit.setText(str(tmp_path / "current"))
     viewer.dims.set_current_step(0, 1)
-    assert widget.preview() is None and is_error(widget)  # plane 1 has no objects
+    assert preview(qtbot, widget) is None and is_error(widget)  # plane 1 has no objects
     assert "Nothing to export" in widget.status.text()
     viewer.dims.set_current_step(0, 2)
-    plan = widget.preview()
+    plan = preview(qtbot, widget)
     assert plan.n_samples == 1 and plan.samples[0].input.plane == 2
     run_export(qtbot, widget)
     ts = open_dataset(tmp_path / "current")
@@ -160,16 +177,16 @@ def test_hpa_channel_axis_from_metadata(dock, qtbot, tmp_path):
     assert record.channel_names == list(hpa.channel_names) and record.n_objects == 2
 
 
-def test_bad_input_is_shown_and_nothing_written(dock, tmp_path):
+def test_bad_input_is_shown_and_nothing_written(dock, qtbot, tmp_path):
     viewer, widget = dock
     sample = make_sample(shape=(128, 128), seed=9)
     viewer.add_image(sample.image, name="img")
     viewer.add_labels(np.zeros((128, 128), np.uint16), name="empty")
 
-    assert widget.preview() is None and is_error(widget)  # no destination yet
+    assert preview(qtbot, widget) is None and is_error(widget)  # no destination yet
     dest = tmp_path / "out"
     widget.dest_edit.setText(str(dest))
-    assert widget.export() is None and is_error(widget)
+    assert export_fails(qtbot, widget)
     assert "no objects" in widget.status.text() and not dest.exists()
     assert widget.plan_label.text() == ""
 
@@ -178,16 +195,16 @@ def test_bad_input_is_shown_and_nothing_written(dock, tmp_path):
     junk.mkdir()
     (junk / "notes.txt").write_text("mine")
     widget.dest_edit.setText(str(junk))
-    assert widget.export() is None and is_error(widget)
+    assert export_fails(qtbot, widget)
     assert "not empty" in widget.status.text()
     assert [p.name for p in junk.iterdir()] == ["notes.txt"]
 
     widget.set_pair_checked("img", "empty", False)
     widget.dest_edit.setText(str(dest))
-    assert widget.preview() is None and "check at least one" in widget.status.text()
+    assert preview(qtbot, widget) is None and "check at least one" in widget.status.text()
     # napari keeps running and the dock still works
     widget.set_pair_checked("img", "empty", True)
-    assert widget.preview() is not None and not is_error(widget)
+    assert preview(qtbot, widget) is not None and not is_error(widget)
     viewer.add_points(np.zeros((1, 2)))
     assert len(viewer.layers) == 3 and widget.worker is None
 
@@ -214,7 +231,7 @@ def test_preview_warns_about_a_missing_val_split_before_writing(dock, qtbot, tmp
     viewer.add_image(sample.image, name="a")
     viewer.add_labels(sparse(sample.labels, 3), name="a labels")
     widget.dest_edit.setText(str(tmp_path / "one"))
-    assert widget.preview() is not None
+    assert preview(qtbot, widget) is not None
     assert not (tmp_path / "one").exists()  # warned before anything is written
     assert is_warning(widget) and not is_error(widget)
     assert "No validation split" in widget.status.text()
@@ -225,11 +242,11 @@ def test_preview_warns_about_a_missing_val_split_before_writing(dock, qtbot, tmp
     viewer.add_image(np.stack([s.image for s in stack]), name="stack")
     viewer.add_labels(np.stack([sparse(s.labels, 2) for s in stack]), name="stack labels")
     widget.dest_edit.setText(str(tmp_path / "two"))
-    assert widget.preview() is not None and not is_warning(widget)
+    assert preview(qtbot, widget) is not None and not is_warning(widget)
     assert widget.status.text() == "Ready to export." and "validation" not in \
         widget.plan_label.text()
     widget.planes_combo.setCurrentIndex(1)  # only the current plane: one plane, no val split
-    assert widget.preview() is not None and is_warning(widget)
+    assert preview(qtbot, widget) is not None and is_warning(widget)
 
 
 def test_preview_text_does_not_outlive_the_export(dock, qtbot, tmp_path):
@@ -239,7 +256,7 @@ def test_preview_text_does_not_outlive_the_export(dock, qtbot, tmp_path):
         viewer.add_image(sample.image, name=f"im{i}")
         viewer.add_labels(sparse(sample.labels, 2), name=f"im{i} labels")
     widget.dest_edit.setText(str(tmp_path / "set"))
-    assert widget.preview() is not None
+    assert preview(qtbot, widget) is not None
     assert widget.plan_label.text().startswith("Will create")
     run_export(qtbot, widget)
     assert (tmp_path / "set").is_dir() and "Exported to" in widget.status.text()
@@ -254,5 +271,5 @@ def test_builtin_sample_exports_every_plane(dock, tmp_path):
     assert [la.name for la in viewer.layers] == ["cells", "cells ground truth"]
     widget.refresh_pairs()
     assert widget.selected_pairs() == [("cells", "cells ground truth")]
-    inputs, notes = widget._inputs()
+    inputs, notes = pair_inputs(widget.sources())
     assert [inp.plane for inp in inputs] == [0, 1, 2, 3] and not notes

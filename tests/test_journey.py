@@ -44,8 +44,9 @@ def test_sample_segment_export_train_use(qtbot, make_napari_viewer, tmp_path):
         export.set_pair_checked("cells", "cells objects", False)
         export.set_pair_checked("cells", "cells ground truth", True)
         export.dest_edit.setText(str(tmp_path / "my cells"))
-        plan = export.preview()
-        assert plan is not None, export.status.text()
+        assert export.preview() is not None, export.status.text()  # checked in a worker
+        qtbot.waitUntil(lambda: export.worker is None, timeout=60_000)
+        assert export.plan is not None, export.status.text()
         assert "no val" not in export.plan_label.text().lower(), export.plan_label.text()
         qtbot.mouseClick(export.export_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: export.last_export_path is not None, timeout=120_000)

@@ -42,3 +42,43 @@ def test_model_and_image_texts():
         "Model: tiny_cells (run:a loads with the next embedding)"
     assert "'b'" in planes.image_changed_text("a", "b")
     assert "no image layer" in planes.image_changed_text("a", None)
+
+
+def test_check_view_wants_a_yx_plane_in_2d():
+    planes.check_view(2, (0, 1, 2))
+    with pytest.raises(RaysamError, match="2D view"):
+        planes.check_view(3, (0, 1, 2))
+    with pytest.raises(RaysamError, match="axis order"):
+        planes.check_view(2, (0, 2, 1))
+
+
+def test_objects_layout_and_index_keep_a_later_channel_axis():
+    # T,Z,C,Y,X: C stays with length 1, spanning (and centred on) the channels
+    shape, scale, translate = planes.objects_layout((2, 3, 4, 16, 16), False, 2,
+                                                    (1, 2, 0.5, 0.3, 0.3), (0, 1, 10, 0, 0))
+    assert shape == (2, 3, 1, 16, 16)
+    assert scale == [1, 2, 2.0, 0.3, 0.3] and translate == [0, 1, 10.75, 0, 0]
+    assert planes.objects_index((1, 2), 5, 2, 5) == (1, 2, 0)
+    # channel first: dropped; RGB: the colour axis is dropped; grayscale stack: kept as is
+    assert planes.objects_layout((4, 16, 16), False, 0, (1, 1, 1), (0, 0, 0))[0] == (16, 16)
+    assert planes.objects_layout((16, 16, 3), True, None, (1, 1), (0, 0))[0] == (16, 16)
+    assert planes.objects_layout((5, 16, 16), False, None, (1, 1, 1), (0, 0, 0))[0] == \
+        (5, 16, 16)
+    assert planes.objects_index((3,), 3, None, 3) == (3,)
+    assert planes.objects_index((), 3, 0, 2) == ()
+
+
+def test_object_ids_scan_once_per_array():
+    data = np.zeros((4, 8, 8), np.uint32)
+    data[1, 2, 2] = 5
+    ids = planes.ObjectIds()
+    assert ids.next_id(data) == 6
+    data[0, 0, 0] = 9  # an unreported in-place write is not seen: no rescan of the same array
+    assert ids.next_id(data) == 6
+    ids.saw(6)
+    ids.saw(np.array([2, 12, 0]))  # a brush stroke's values
+    assert ids.next_id(data) == 13
+    replaced = np.zeros((4, 8, 8), np.uint16)
+    replaced[3, 1, 1] = 40  # the layer's data was replaced: scanned again
+    assert ids.next_id(replaced) == 41
+    assert planes.ObjectIds().next_id(np.zeros((0, 8), np.uint8)) == 1

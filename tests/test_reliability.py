@@ -272,7 +272,9 @@ def test_objects_of_a_zcyx_image_show_on_the_viewed_plane(qtbot, make_napari_vie
     export = ExportWidget(viewer)  # the objects layer exports as Z planes of the image
     assert export.selected_pairs() == [("img", "img objects")]
     export.dest_edit.setText(str(tmp_path / "set"))
-    plan = export.preview()
+    assert export.preview() is not None, export.status.text()
+    qtbot.waitUntil(lambda: export.worker is None, timeout=TIMEOUT)
+    plan = export.plan
     assert plan is not None, export.status.text()
     assert [p.input.plane for p in plan.samples] == [2] and plan.n_objects == 1
     assert plan.samples[0].image.shape == (2, 64, 64) and plan.samples[0].channel_axis == 0

@@ -91,6 +91,8 @@ def test_points_preview_commit_undo(qtbot, dock):
     target = viewer.layers["cells objects"]
     np.testing.assert_array_equal(target.data == 1, expected)
     assert len(viewer.layers["raysam points"].data) == 0 and preview.data.max() == 0
+    indices = target._undo_history[-1][0][0]  # napari keeps these for its last 100 commits
+    assert all(axis.dtype == np.int16 for axis in indices)  # not int64: 8 B/pixel, not 20
     target.undo()
     assert target.data.max() == 0
     target.redo()
@@ -106,6 +108,38 @@ def test_boxes_commit_several_objects(qtbot, dock):
     ids = widget.commit()
     assert ids == [1, 2]
     assert set(np.unique(viewer.layers["cells objects"].data)) <= {0, 1, 2}
+
+
+def test_commit_ids_follow_brush_strokes_and_replaced_data(qtbot, dock):
+    """The next id is kept without rescanning the volume, yet never reuses a painted id."""
+    viewer, widget = dock
+    embed(qtbot, widget)
+    widget.prompts.add_box(10, 10, 60, 70)
+    assert widget.commit() == [1]
+    target = viewer.layers["cells objects"]
+    target.paint((150, 180), 7)  # the user paints object 7 with the brush
+    widget.prompts.add_box(90, 100, 150, 180)
+    assert widget.commit() == [8]
+    data = np.zeros_like(target.data)
+    data[0, 0] = 20
+    target.data = data  # replaced (e.g. a script): scanned once again
+    widget.prompts.add_box(10, 10, 60, 70)
+    assert widget.commit() == [21]
+    widget.release()  # the dock stops listening to the objects layer's strokes
+    assert not widget.prompts._ids
+
+
+def test_cache_size_and_clear_in_workers(qtbot, dock):
+    viewer, widget = dock
+    embed(qtbot, widget)
+    qtbot.waitUntil(lambda: widget._sizing is None and "0.0 MB" not in widget.cache_label.text(),
+                    timeout=TIMEOUT)
+    assert widget.cache_label.text().startswith("Embedding cache:")
+    assert widget.clear_cache() is not None and not widget.clear_cache_button.isEnabled()
+    qtbot.waitUntil(widget.clear_cache_button.isEnabled, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: widget._sizing is None, timeout=TIMEOUT)
+    assert "Cleared" in widget.status.text() and "0.0 MB" in widget.cache_label.text()
+    assert widget.cache.entries() == []
 
 
 def test_clear_key_and_errors_in_status(qtbot, dock):

@@ -1,12 +1,15 @@
 """Export dock: pair image layers with their Labels layers and write (or append to) a training set.
 
-Preview validates everything (``plan_write``) and says what will be written; Export writes it
-in a thread worker. Sparse annotation is fine: planes without objects are skipped and reported.
+Preview checks everything (``plan_pairs``: copies, checks and hashes every plane) in a thread
+worker and says what will be written; Export does the same, then writes it in another worker.
+The form is disabled meanwhile. Which pairs are offered and ticked is ``core.dataset.pairs``.
+Sparse annotation is fine: planes without objects are skipped and reported.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
@@ -29,13 +32,17 @@ from napari_raysam._qt._dock import scroll_body
 from napari_raysam._qt.gc_pauses import QuietCollector
 from napari_raysam._qt.prompt_layers import PREVIEW
 from napari_raysam.core.dataset import (
+    ImageLayer,
+    LabelsLayer,
+    PairSource,
+    PairsPlan,
     WritePlan,
+    default_pairs,
     execute_plan,
+    fitting_pairs,
     is_training_set,
-    plan_split_warning,
-    plan_write,
+    plan_pairs,
     plane_axes,
-    planes_to_inputs,
 )
 from napari_raysam.core.errors import RaysamError
 
@@ -45,23 +52,16 @@ PLANES = {"all annotated planes": "all", "only the current plane": "current"}
 PLAN_HINT = "Preview shows what will be written."
 
 
-def _layer_info(layer) -> tuple[int | None, tuple]:
-    """(channel axis, shape without channels) of an image layer; RGB channels are last."""
-    shape = tuple(layer.data.shape)
-    axis = None if layer.rgb else layer.metadata.get("raysam_channel_axis")
-    if axis is None:
-        return None, shape[:-1] if layer.rgb else shape
-    axis = int(axis) % len(shape)
-    return axis, shape[:axis] + shape[axis + 1:]
+def describe(layer) -> ImageLayer:
+    """The pairing rules' view of a napari image layer."""
+    return ImageLayer(layer.name, tuple(layer.data.shape), bool(layer.rgb),
+                      layer.metadata.get("raysam_channel_axis"))
 
 
-def _labels_fit(image, labels) -> bool:
-    """Labels have the image's shape without channels, or keep a length-1 channel axis (the
-    Segment dock's objects layer of a Z,C,Y,X image does, to align with the image)."""
-    axis, spatial = _layer_info(image)
-    shape = tuple(labels.data.shape)
-    return shape == spatial or (axis is not None and shape == spatial[:axis] + (1,) +
-                                spatial[axis:])
+def _n_planes(layer: ImageLayer) -> int:
+    axes = plane_axes(len(layer.shape), layer.channels, layer.rgb)
+    axes = () if axes is None else (axes,) if isinstance(axes, int) else axes
+    return math.prod(layer.shape[a] for a in axes)
 
 
 def _key(item) -> tuple[str, str]:
@@ -81,6 +81,8 @@ class ExportWidget(DockLifetime, QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self.last_export_path: str | None = None
+        self.plan: WritePlan | None = None  # the last Preview's plan (not Export's)
+        self._job = 0
         self._checked: dict[tuple[str, str], bool] = {}
 
         self.pair_list = QListWidget()
@@ -103,6 +105,9 @@ class ExportWidget(DockLifetime, QWidget):
         self.status = QLabel("Check the image/labels pairs to export and choose a folder.")
         for label in (self.plan_label, self.status):
             label.setWordWrap(True)
+        self._form = (self.pair_list, self.dest_edit, self.browse_button, self.mode_combo,
+                      self.planes_combo, self.seed_spin, self.val_spin, self.preview_button,
+                      self.export_button)  # disabled while a worker plans or writes
 
         dest_row = QHBoxLayout()
         dest_row.addWidget(self.dest_edit)
@@ -137,32 +142,18 @@ class ExportWidget(DockLifetime, QWidget):
 
     def refresh_pairs(self, _event=None):
         """List (image, labels) layers whose shapes match (image minus its channel axis); the
-        user's ticks are kept, other pairs get a default tick."""
+        user's ticks are kept, other pairs get a default tick (:func:`default_pairs`)."""
         layers = list(self.viewer.layers)
-        images = [la for la in layers if type(la).__name__ == "Image"]
-        labels = [la for la in layers if type(la).__name__ == "Labels" and la.name != PREVIEW]
-        pairs = [(im, lab) for im in images for lab in labels if _labels_fit(im, lab)]
-        owner: dict[str, str] = {}  # labels name -> the longest image name it starts with
-        for image, labels in sorted(pairs, key=lambda pair: len(pair[0].name)):
-            if labels.name.startswith(image.name):
-                owner[labels.name] = image.name
-        labels_names = [la.name for _, la in pairs]
-        default = set()  # per image: its own labels by name, else unclaimed unambiguous ones
-        for image in dict.fromkeys(im for im, _ in pairs):
-            rivals = [la.name for im, la in pairs if im.name == image.name]
-            if any(self._checked.get((image.name, n)) for n in rivals):
-                continue  # the user chose for this image
-            mine = [n for n in rivals if owner.get(n) == image.name] or \
-                [n for n in rivals if n not in owner and labels_names.count(n) == 1]
-            committed = f"{image.name} objects"  # what the Segment dock commits into
-            mine = [committed] if committed in mine else mine
-            default.update((image.name, n) for n in mine[:1])
+        images = [describe(la) for la in layers if type(la).__name__ == "Image"]
+        labels = [LabelsLayer(la.name, tuple(la.data.shape)) for la in layers
+                  if type(la).__name__ == "Labels" and la.name != PREVIEW]
+        pairs = fitting_pairs(images, labels)
+        default = default_pairs(pairs, self._checked)
         self.pair_list.blockSignals(True)
         self.pair_list.clear()
-        for image, labels in pairs:
-            key = (image.name, labels.name)
+        for key in pairs:
             checked = self._checked.get(key, key in default)
-            item = QListWidgetItem(image.name + ARROW + labels.name)
+            item = QListWidgetItem(key[0] + ARROW + key[1])
             item.setData(Qt.ItemDataRole.UserRole, key)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
@@ -190,70 +181,88 @@ class ExportWidget(DockLifetime, QWidget):
             if is_training_set(folder):
                 self.mode_combo.setCurrentIndex(list(MODES.values()).index("append"))
 
-    def _inputs(self) -> tuple[list, list[str]]:
-        """Sample inputs of the checked pairs, and notes on planes skipped for having no objects."""
-        pairs = self.selected_pairs()
-        if not pairs:
-            raise RaysamError("Nothing to export: check at least one image \u2194 labels pair.")
+    def sources(self) -> list[PairSource]:
+        """The checked pairs' layer data (not copied: :func:`plan_pairs` does that in a
+        worker); the current plane only when the form says so."""
         current_only = PLANES[self.planes_combo.currentText()] == "current"
-        inputs, notes = [], []
-        for image_name, labels_name in pairs:
+        sources = []
+        for image_name, labels_name in self.selected_pairs():
             image, labels = self.viewer.layers[image_name], self.viewer.layers[labels_name]
-            channel_axis, planes = _layer_info(image)[0], "all"
-            stack_axis = plane_axes(image.data.ndim, channel_axis, image.rgb)
-            if current_only and stack_axis is not None:  # T, Z, ...: one plane per (t, z)
-                step = self.viewer.dims.current_step[-image.ndim:]
-                planes = int(step[stack_axis]) if isinstance(stack_axis, int) else \
-                    tuple(int(step[a]) for a in stack_axis)
             names = image.metadata.get("channel_names")
-            found, skipped = planes_to_inputs(image.data, labels.data, image_name, stack_axis,
-                                              channel_axis, planes, list(names) if names else None)
-            for inp in found:  # copies: painting during the export must not change the files
-                inp.image, inp.labels = np.array(inp.image), np.array(inp.labels)
-            inputs += found
-            if skipped:
-                notes.append(f"{image_name}: plane(s) {', '.join(map(str, skipped))} have no "
-                             "objects (skipped)")
-        return inputs, notes
+            step = tuple(self.viewer.dims.current_step[-image.ndim:]) if current_only else None
+            sources.append(PairSource(image.data, labels.data, describe(image), step,
+                                      list(names) if names else None))
+        return sources
 
-    def preview(self) -> WritePlan | None:
-        """Validate the form and every pair; show what Export will write (nothing is written)."""
+    def preview(self):
+        """Check the form and every pair in a worker and show what Export will write (nothing
+        is written); the plan lands in ``self.plan``. Returns the worker, None on an error
+        found before it starts."""
+        return self._start_plan(write=False)
+
+    def export(self):
+        """Preview, then write the plan, each in a worker; returns the first worker (None on
+        an error found before it starts)."""
+        return self._start_plan(write=True)
+
+    def _start_plan(self, write: bool):
+        if self.worker is not None:
+            show_status(self.status, "A preview or export is still running.", error=True)
+            return None
         self.refresh_pairs()  # layers may have been renamed or reshaped since
+        self.plan = None
         try:
             dest = self.dest_edit.text().strip()
             if not dest:
                 raise RaysamError("Choose a destination folder for the training set.")
-            inputs, notes = self._inputs()
-            plan = plan_write(dest, inputs, mode=MODES[self.mode_combo.currentText()])
+            sources = self.sources()
+            if not sources:
+                raise RaysamError("Nothing to export: check at least one image \u2194 labels "
+                                  "pair.")
         except RaysamError as exc:
-            self.plan_label.setText("")
-            show_status(self.status, str(exc), error=True)
+            self._on_plan_error(exc)
             return None
-        duplicates = [f"duplicate: {d}" for d in plan.duplicates]
-        no_val = plan_split_warning(plan, self.seed_spin.value(), self.val_spin.value())
-        self.plan_label.setText("\n".join([f"Will {plan.summary()}.", *notes, *duplicates,
-                                           *([no_val] if no_val else [])]))
-        if no_val:  # said before writing: exporting is allowed, but nothing is held out
-            show_status(self.status, f"Warning: {no_val}", warning=True)
+        args = (dest, sources, MODES[self.mode_combo.currentText()], self.seed_spin.value(),
+                self.val_spin.value())
+        n_planes = sum(1 if s.step is not None else _n_planes(s.layer) for s in sources)
+        show_status(self.status, f"Checking {n_planes} plane(s) of {len(sources)} pair(s)...")
+        self.progress_bar.setRange(0, 0)
+        return self._run(plan_pairs, args, lambda result: self._on_planned(result, write),
+                         self._on_plan_error)
+
+    def _on_planned(self, result: PairsPlan, write: bool) -> None:
+        plan = result.plan
+        self.plan = None if write else plan  # it holds copies of every plane: not kept
+        self.plan_label.setText(result.text())
+        self.progress_bar.setRange(0, 1)
+        if result.split_warning:  # said before writing: exporting is allowed, nothing held out
+            show_status(self.status, f"Warning: {result.split_warning}", warning=True)
         else:
             show_status(self.status, "Ready to export.")
-        return plan
-
-    def export(self):
-        """Preview, then write the plan in a thread worker; returns the worker (None on error)."""
-        if self.worker is not None:
-            show_status(self.status, "An export is already running.", error=True)
-            return None
-        plan = self.preview()
-        if plan is None:
-            return None
-        seed, val_fraction = self.seed_spin.value(), self.val_spin.value()
+        if not write:
+            return
         show_status(self.status, f"Writing {plan.n_samples} sample(s) to {plan.dest}...")
-        self.export_button.setEnabled(False)
         self._on_progress(0, plan.n_samples)
-        self.worker = run_in_worker(execute_plan, (plan, seed, val_fraction, self.progress.emit),
-                                    self._on_done, self._on_error, self._on_finished)
+        self._run(execute_plan, (plan, self.seed_spin.value(), self.val_spin.value(),
+                                 self.progress.emit), self._on_done, self._on_error)
+
+    def _on_plan_error(self, exc) -> None:
+        self.plan_label.setText("")
+        self.progress_bar.setRange(0, 1)
+        show_status(self.status, str(exc), error=True)
+
+    def _run(self, func, args, done, error):
+        """One worker at a time; the form is disabled while it runs (a finished worker may
+        already have started the next one: only the last one's end enables it again)."""
+        self._busy(True)
+        self._job += 1
+        job = self._job
+        self.worker = run_in_worker(func, args, done, error, lambda: self._on_finished(job))
         return self.worker
+
+    def _busy(self, busy: bool) -> None:
+        for widget in self._form:
+            widget.setEnabled(not busy)
 
     def _on_done(self, training_set):
         ts, path = training_set, str(training_set.path)
@@ -268,9 +277,11 @@ class ExportWidget(DockLifetime, QWidget):
     def _on_error(self, exc):
         show_status(self.status, str(exc), error=True)
 
-    def _on_finished(self):
+    def _on_finished(self, job: int):
+        if job != self._job:
+            return  # a later worker (the write after the plan) is running
         self.worker = None
-        self.export_button.setEnabled(True)
+        self._busy(False)
 
     def _on_progress(self, done: int, total: int):
         self.progress_bar.setRange(0, max(total, 1))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import numpy as np
+
+from napari_raysam._qt._common import unwrap
+from napari_raysam.core.sam import planes
 
 POINTS, BOXES, PREVIEW = "raysam points", "raysam boxes", "raysam preview"
 POSITIVE, NEGATIVE = "limegreen", "red"
@@ -21,6 +25,7 @@ class PromptLayers:
         self.sign = 1
         self._muted = False
         self._placed = False
+        self._ids: dict[int, tuple] = {}  # id(objects layer) -> (weakref, ObjectIds, callback)
 
     def _layer(self, name):
         return self.viewer.layers[name] if name in self.viewer.layers else None
@@ -169,19 +174,51 @@ class PromptLayers:
         """Write each mask as a new object id into the image's objects layer (undoable);
         clear the prompts. Returns that layer and the ids written."""
         target = self.target_labels(image_layer)
+        counter = self._object_ids(target)
+        # napari's undo history keeps each commit's indices (its last 100 commits): int16
+        # instead of numpy's int64 makes an entry 8 instead of 20 bytes per pixel
+        small = np.int16 if max(target.data.shape) <= np.iinfo(np.int16).max else np.int32
         ids = []
         for mask in masks:
-            rows, cols = np.nonzero(mask)
+            rows, cols = (axis.astype(small) for axis in np.nonzero(mask))
             if rows.size == 0:
                 continue
-            new_id = int(target.data.max()) + 1
-            lead = tuple(np.full(rows.size, i)
+            new_id = counter.next_id(target.data)
+            lead = tuple(np.full(rows.size, i, small)
                          for i in self.lead_index(target, image_layer, plane_index))
             target.data_setitem((*lead, rows, cols), new_id)
+            counter.saw(new_id)
             ids.append(new_id)
         self.clear()
         self.select()
         return target, ids
+
+    def _object_ids(self, target) -> planes.ObjectIds:
+        """The id counter of ``target``, told about every brush stroke on it."""
+        layer = unwrap(target)
+        known = self._ids.get(id(layer))
+        if known is not None and known[0]() is layer:
+            return known[1]
+        counter = planes.ObjectIds()
+
+        def painted(event, counter=counter):  # napari's paint event: the history item written
+            for atom in event.value:  # a masked atom (a NamedTuple) or (indices, old, new)
+                counter.saw(atom.new_value if hasattr(atom, "new_value") else atom[2])
+
+        layer.events.paint.connect(painted)
+        self._ids[id(layer)] = (weakref.ref(layer), counter, painted)
+        return counter
+
+    def release_ids(self) -> None:
+        """Stop listening to the objects layers' paint events (the dock is closing)."""
+        for ref, _counter, painted in self._ids.values():
+            layer = ref()
+            if layer is not None:
+                try:
+                    layer.events.paint.disconnect(painted)
+                except (RuntimeError, TypeError, ValueError):
+                    pass
+        self._ids.clear()
 
     def show_labels(self, labels: np.ndarray, name: str, image_layer) -> None:
         """Show a 2D labels image of ``image_layer`` (automatic segmentation) as ``name``."""
@@ -209,12 +246,9 @@ class PromptLayers:
     @staticmethod
     def lead_index(target, image_layer, plane_index: tuple[int, ...]) -> tuple[int, ...]:
         """The index of ``target``'s axes before Y, X for the image plane ``plane_index``
-        (which skips the channel axis): 0 on a length-1 channel axis the target keeps."""
-        lead = list(plane_index)
-        axis = None if image_layer.rgb else image_layer.metadata.get("raysam_channel_axis")
-        if axis is not None and target.data.ndim == len(lead) + 3:
-            lead.insert(int(axis) % image_layer.data.ndim, 0)
-        return tuple(lead)
+        (:func:`planes.objects_index`)."""
+        return planes.objects_index(plane_index, image_layer.data.ndim,
+                                    _channel_axis(image_layer), target.data.ndim)
 
     def clear(self) -> None:
         self._muted = True
@@ -228,26 +262,13 @@ class PromptLayers:
         self.show_preview([])
 
 
-def objects_layout(image_layer) -> tuple[tuple[int, ...], list[float], list[float]]:
-    """Shape, scale and translate of the objects Labels layer of ``image_layer``.
+def _channel_axis(image_layer) -> int | None:
+    return None if image_layer.rgb else image_layer.metadata.get("raysam_channel_axis")
 
-    The layer has the image's axes without channels. napari aligns layers by their trailing
-    axes, so a channel axis that is not first (Z,C,Y,X; T,Z,C,Y,X) cannot simply be dropped:
-    the labels would line up with the wrong sliders. It is kept with length 1 instead, scaled
-    to span all the image's channels (centred on them), so the objects show whichever channel
-    the viewer is on. The Export dock accepts labels with that length-1 axis.
-    """
-    rgb = image_layer.rgb
-    shape = list(image_layer.data.shape[:-1] if rgb else image_layer.data.shape)
-    scale, translate = list(image_layer.scale), list(image_layer.translate)
-    axis = None if rgb else image_layer.metadata.get("raysam_channel_axis")
-    if axis is None:
-        return tuple(shape), scale, translate
-    axis = int(axis) % len(shape)
-    if axis == 0:  # C,Y,X...: the remaining axes are trailing, napari aligns them right
-        return tuple(shape[1:]), scale[1:], translate[1:]
-    n = shape[axis]
-    shape[axis] = 1
-    translate[axis] += (n - 1) * scale[axis] / 2  # data index 0 maps to the channels' centre
-    scale[axis] *= n  # ... and every channel rounds to it
-    return tuple(shape), scale, translate
+
+def objects_layout(image_layer) -> tuple[tuple[int, ...], list[float], list[float]]:
+    """Shape, scale and translate of the objects Labels layer of ``image_layer``
+    (:func:`planes.objects_layout`: a channel axis that is not first stays with length 1)."""
+    return planes.objects_layout(tuple(image_layer.data.shape), bool(image_layer.rgb),
+                                 _channel_axis(image_layer), image_layer.scale,
+                                 image_layer.translate)

@@ -62,6 +62,8 @@ class SegmentWidget(DockLifetime, QWidget):
         self._embedded_for: planes.EmbeddedFor | None = None
         self.worker = None
         self.busy = False  # a worker of this dock is running
+        self._sizing = None  # the worker measuring the cache's size
+        self._size_again = False
         keys = {"c": self.commit, "Shift-C": self.clear, "t": self.toggle_sign}
         self.prompts = PromptLayers(napari_viewer, on_change=self.update_preview, keys=keys)
         self.prompts.create()
@@ -126,6 +128,7 @@ class SegmentWidget(DockLifetime, QWidget):
     def release(self) -> None:
         """Unbind the keys, disconnect from the viewer and take the prompt layers away."""
         self.hooks.release()
+        self.prompts.release_ids()
         self.prompts.remove()
 
     # --- state --------------------------------------------------------------------------
@@ -139,12 +142,7 @@ class SegmentWidget(DockLifetime, QWidget):
         layer = self.image_layer
         if layer is None:
             raise RaysamError("No image layer: open an image (or File > Open Sample) first.")
-        if self.viewer.dims.ndisplay != 2:
-            raise RaysamError("Segmenting works in the 2D view: switch the viewer to 2D.")
-        order = tuple(self.viewer.dims.order)
-        if order[-2:] != (len(order) - 2, len(order) - 1):  # transposed: not a Y, X plane
-            raise RaysamError("The viewer shows other axes than the image's last two (Y, X); "
-                              "reset the axis order (Transpose/Roll buttons) to segment.")
+        planes.check_view(self.viewer.dims.ndisplay, self.viewer.dims.order)
         plane = planes.select_plane(layer.ndim, layer.data.ndim, self.viewer.dims.current_step,
                                     layer.metadata.get("raysam_channel_axis"))
         policy = ImagePolicy(channel_axis=plane.channel_axis, channels=parse_channels(
@@ -343,9 +341,28 @@ class SegmentWidget(DockLifetime, QWidget):
         self.progress_bar.setValue(done)
 
     def update_cache_label(self):
-        self.cache_label.setText(f"Embedding cache: {self.cache.size_bytes() / 1e6:.1f} MB")
+        """Show the cache's size, measured in a worker: it walks every file of the cache."""
+        if self._sizing is not None:  # one walk at a time; measure again when it is done
+            self._size_again = True
+            return
+        self._size_again = False
+        self._sizing = run_in_worker(self.cache.size_bytes, (), self._show_cache_size,
+                                     self._on_error, self._on_sized)
+
+    def _show_cache_size(self, size: int) -> None:
+        self.cache_label.setText(f"Embedding cache: {size / 1e6:.1f} MB")
+
+    def _on_sized(self) -> None:
+        self._sizing = None
+        if self._size_again:
+            self.update_cache_label()
 
     def clear_cache(self):
-        freed = self.cache.clear()
-        self.update_cache_label()
-        show_status(self.status, f"Cleared {freed / 1e6:.1f} MB of cached embeddings.")
+        """Delete the cached embeddings in a worker; returns the worker."""
+        def done(freed: int) -> None:
+            show_status(self.status, f"Cleared {freed / 1e6:.1f} MB of cached embeddings.")
+            self.update_cache_label()
+
+        self.clear_cache_button.setEnabled(False)
+        return run_in_worker(self.cache.clear, (), done, self._on_error,
+                             lambda: self.clear_cache_button.setEnabled(True))

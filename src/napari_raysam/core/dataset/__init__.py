@@ -62,6 +62,15 @@ from napari_raysam.core.dataset.inputs import (
     plane_axes,
     planes_to_inputs,
 )
+from napari_raysam.core.dataset.pairs import (
+    ImageLayer,
+    LabelsLayer,
+    PairSource,
+    PairsPlan,
+    default_pairs,
+    fitting_pairs,
+    plan_pairs,
+)
 from napari_raysam.core.dataset.validate import ValidationReport, validate_dataset
 from napari_raysam.core.dataset.write import (
     WritePlan,
@@ -77,6 +86,10 @@ __all__ = [
     "MANIFEST",
     "SCHEMA_VERSION",
     "DatasetError",
+    "ImageLayer",
+    "LabelsLayer",
+    "PairSource",
+    "PairsPlan",
     "PreparedSample",
     "SampleInput",
     "SampleRecord",
@@ -86,11 +99,14 @@ __all__ = [
     "arrays_to_inputs",
     "content_hash",
     "create_from_folders",
+    "default_pairs",
     "execute_plan",
+    "fitting_pairs",
     "inputs_from_folders",
     "is_training_set",
     "open_dataset",
     "pair_files",
+    "plan_pairs",
     "plan_split_warning",
     "plan_write",
     "planned_splits",

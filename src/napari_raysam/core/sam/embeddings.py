@@ -162,9 +162,16 @@ class EmbeddingCache:
         return _read_entry(final, expected)
 
     def size_bytes(self) -> int:
-        if not self.root.exists():
-            return 0
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        """Bytes under the cache folder (one walk; files that vanish meanwhile, e.g. a write
+        being renamed into place by another thread, are skipped)."""
+        total = 0
+        for folder, _dirs, files in os.walk(self.root):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(folder, name), follow_symlinks=False).st_size
+                except OSError:
+                    pass
+        return total
 
     def entries(self) -> list[Path]:
         return sorted(self.root.glob("*.zarr")) if self.root.exists() else []

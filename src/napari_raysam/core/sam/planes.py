@@ -1,14 +1,19 @@
-"""Which 2D plane of an image the Segment dock embeds, and how its status names it (Qt-free).
+"""Which 2D plane of an image the Segment dock embeds, where its objects go, and how its
+status names them (Qt-free).
 
 napari shows an N-D image through sliders; SAM sees one 2D (+channels) plane. These helpers
-turn the viewer's slider positions into that plane, and say what an embedding was computed
-for, so the dock can tell when it no longer fits what the user looks at.
+turn the viewer's slider positions into that plane, say what an embedding was computed for (so
+the dock can tell when it no longer fits what the user looks at), map a plane to the axes of
+the objects layer, and keep the next free object id without rescanning the volume.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import NamedTuple
+
+import numpy as np
 
 from napari_raysam.core.errors import RaysamError
 
@@ -45,6 +50,83 @@ def select_plane(ndim: int, data_ndim: int, step, channel_axis: int | None) -> P
     if channel_axis is not None:
         plane_axis = channel_axis - sum(1 for a in lead_axes if a < channel_axis)
     return Plane(tuple(index), tuple(int(step[a]) for a in lead_axes), plane_axis)
+
+
+def check_view(ndisplay: int, order) -> None:
+    """Raise unless the viewer shows a Y, X plane: 2D, the last two axes displayed in order."""
+    if ndisplay != 2:
+        raise RaysamError("Segmenting works in the 2D view: switch the viewer to 2D.")
+    order = tuple(order)
+    if order[-2:] != (len(order) - 2, len(order) - 1):  # transposed: not a Y, X plane
+        raise RaysamError("The viewer shows other axes than the image's last two (Y, X); "
+                          "reset the axis order (Transpose/Roll buttons) to segment.")
+
+
+def objects_layout(shape: tuple[int, ...], rgb: bool, channel_axis: int | None,
+                   scale, translate) -> tuple[tuple[int, ...], list[float], list[float]]:
+    """Shape, scale and translate of the objects (labels) of an image of ``shape``.
+
+    The objects have the image's axes without channels. napari aligns layers by their trailing
+    axes, so a channel axis that is not first (Z,C,Y,X; T,Z,C,Y,X) cannot simply be dropped:
+    the labels would line up with the wrong sliders. It is kept with length 1 instead, scaled
+    to span all the image's channels (centred on them), so the objects show whichever channel
+    the viewer is on. The Export dock accepts labels with that length-1 axis.
+    """
+    shape = list(shape[:-1] if rgb else shape)
+    scale, translate = [float(s) for s in scale], [float(t) for t in translate]
+    axis = None if rgb else channel_axis
+    if axis is None:
+        return tuple(shape), scale, translate
+    axis = int(axis) % len(shape)
+    if axis == 0:  # C,Y,X...: the remaining axes are trailing, napari aligns them right
+        return tuple(shape[1:]), scale[1:], translate[1:]
+    n = shape[axis]
+    shape[axis] = 1
+    translate[axis] += (n - 1) * scale[axis] / 2  # data index 0 maps to the channels' centre
+    scale[axis] *= n  # ... and every channel rounds to it
+    return tuple(shape), scale, translate
+
+
+def objects_index(plane_index: tuple[int, ...], image_ndim: int, channel_axis: int | None,
+                  objects_ndim: int) -> tuple[int, ...]:
+    """The index of the objects' axes before Y, X for the image plane ``plane_index`` (which
+    skips the channel axis): 0 on a length-1 channel axis the objects keep (see
+    :func:`objects_layout`). ``channel_axis``: the image's (None for RGB or grayscale)."""
+    lead = list(plane_index)
+    if channel_axis is not None and objects_ndim == len(lead) + 3:
+        lead.insert(int(channel_axis) % image_ndim, 0)
+    return tuple(lead)
+
+
+class ObjectIds:
+    """The largest object id of a labels array, kept without scanning the array per commit.
+
+    :meth:`next_id` scans an array once (the first time, or when it is another array: the
+    layer's data was replaced) and afterwards only counts what :meth:`saw` was told was
+    written (commits, brush strokes). Ids are unique, not necessarily contiguous: an undone
+    commit's id is not handed out again. Writes into the array that bypass :meth:`saw` (a
+    script assigning into the array in place) are not seen; replacing the array is."""
+
+    def __init__(self):
+        self._array = None  # a weak reference: a replaced array must not be kept alive
+        self._max = 0
+
+    def next_id(self, array) -> int:
+        """One above the largest id in ``array`` (or written since it was scanned)."""
+        if self._array is None or self._array() is not array:
+            try:
+                self._array = weakref.ref(array)
+            except TypeError:  # not weak-referenceable: scan every time
+                self._array = None
+                return int(array.max()) + 1
+            self._max = int(array.max()) if array.size else 0
+        return self._max + 1
+
+    def saw(self, value) -> None:
+        """Record that ``value`` (an id, or an array of them) was written."""
+        value = np.asarray(value)
+        if value.size:
+            self._max = max(self._max, int(value.max()))
 
 
 def describe_plane(image_name: str, plane_index: tuple[int, ...]) -> str:
