@@ -55,7 +55,7 @@ def plain_loop(paths: list[Path], spec: str) -> tuple[float, dict[str, np.ndarra
     out = {}
     t0 = time.perf_counter()
     for path in paths:
-        rgb = to_sam_rgb(tifffile.imread(path), ImagePolicy())
+        rgb = to_sam_rgb(tifffile.imread(path), model.image_policy(ImagePolicy()))
         tiling = Tiling.auto(rgb.shape, model.img_size)
         cls = ins.TiledAutomaticMaskGenerator if tiling.tile_shape else ins.AutomaticMaskGenerator
         labels = automatic_instance_segmentation(
