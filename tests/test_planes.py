@@ -40,6 +40,9 @@ def test_model_and_image_texts():
     assert planes.model_text("tiny_cells", "tiny_cells") == "Model: tiny_cells"
     assert planes.model_text("tiny_cells", "run:a") == \
         "Model: tiny_cells (run:a loads with the next embedding)"
+    assert planes.model_text("vit_b", "vit_b", "bf16 (AMX)") == "Model: vit_b · bf16 (AMX)"
+    assert planes.model_text("vit_b", "run:a", "fp32") == \
+        "Model: vit_b · fp32 (run:a loads with the next embedding)"
     assert "'b'" in planes.image_changed_text("a", "b")
     assert "no image layer" in planes.image_changed_text("a", None)
 

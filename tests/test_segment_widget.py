@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from hardware_helpers import expected_auto_label
 from napari_raysam.core.dataset.synthetic import make_sample
 from napari_raysam.core.sam.embeddings import EmbeddingCache
 
@@ -369,7 +370,8 @@ def test_plugin_dock_embeds_once_then_canvas_clicks_segment(qtbot, make_napari_v
     qtbot.wait(2500)
     assert len(calls) == 1 and not widget.busy, widget.status.text()
     assert widget.status.text().startswith("Embedding ready (cells)."), widget.status.text()
-    assert widget.model_label.text() == "Model: tiny_cells"
+    precision = expected_auto_label(widget.model.device)  # bf16 (AMX) iff amx_bf16, else fp32
+    assert widget.model_label.text() == f"Model: tiny_cells · {precision}"
 
     points, preview = viewer.layers["raysam points"], viewer.layers["raysam preview"]
     row, col = cell_centre(sample.labels)
@@ -446,9 +448,11 @@ def test_status_names_the_model_and_what_is_missing(qtbot, dock):
     widget.clear()
     embed(qtbot, widget)
     assert "plane" not in widget.status.text()  # a 2D image has no plane to name
-    assert widget.model_label.text() == "Model: tiny"
+    precision = expected_auto_label(widget.model.device)
+    assert widget.model_label.text() == f"Model: tiny · {precision}"
     assert widget.commit() == [] and "add prompts" in widget.status.text()
     widget.model_combo.setCurrentText("tiny:3")
-    assert widget.model_label.text() == "Model: tiny (tiny:3 loads with the next embedding)"
+    assert widget.model_label.text() == \
+        f"Model: tiny · {precision} (tiny:3 loads with the next embedding)"
     embed(qtbot, widget)
-    assert widget.model_label.text() == "Model: tiny:3"
+    assert widget.model_label.text() == f"Model: tiny:3 · {precision}"

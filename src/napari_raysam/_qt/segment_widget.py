@@ -38,6 +38,7 @@ from napari_raysam.core.images import ImagePolicy, check_plane, to_sam_rgb
 from napari_raysam.core.sam import planes
 from napari_raysam.core.sam import segment as seg
 from napari_raysam.core.sam.embeddings import EmbeddingCache
+from napari_raysam.core.sam.precision import PrecisionChoice, resolve_precision
 
 DEFAULT_MODELS = ("tiny_cells", "tiny", "vit_b_lm", "vit_t_lm", "vit_b", "vit_l_lm")
 
@@ -57,6 +58,7 @@ class SegmentWidget(DockLifetime, QWidget):
         self.viewer = napari_viewer
         self.cache = cache or EmbeddingCache()
         self.model = None
+        self.precision: PrecisionChoice | None = None  # what the current embedding ran in
         self.embeddings: dict | None = None
         self.rgb: np.ndarray | None = None
         self._embedded_for: planes.EmbeddedFor | None = None
@@ -191,13 +193,15 @@ class SegmentWidget(DockLifetime, QWidget):
             if model is None or model.spec != spec:
                 model = load_model(spec)
             rgb = to_sam_rgb(plane, model.image_policy(policy))  # scaled as the model learned
-            embeddings = self.cache.get_or_compute(model, rgb, progress=self.progress.emit)
+            choice = resolve_precision("auto", model.device)
+            embeddings = self.cache.get_or_compute(model, rgb, precision=choice.precision,
+                                                   progress=self.progress.emit)
             _ = model.encoder_fingerprint  # hash the weights here, not on the Qt thread
-            return model, embeddings, rgb
+            return model, embeddings, rgb, choice
 
         def done(result):
             rgb = result[2]
-            self.model = result[0]
+            self.model, self.precision = result[0], result[3]
             self.update_model_label()
             self.update_cache_label()
             if not same_layer(layer, self.image_layer):  # another image was chosen meanwhile
@@ -220,7 +224,9 @@ class SegmentWidget(DockLifetime, QWidget):
 
     def update_model_label(self):
         spec = None if self.model is None else self.model.spec
-        self.model_label.setText(planes.model_text(spec, self.model_combo.currentText()))
+        precision = None if self.precision is None else self.precision.label
+        self.model_label.setText(planes.model_text(spec, self.model_combo.currentText(),
+                                                   precision))
 
     def _drop_embedding(self, old_layer) -> None:
         """Another image is chosen: forget ``old_layer``'s embedding, prompts and preview (they

@@ -29,6 +29,7 @@ import numpy as np
 from napari_raysam.core.errors import RaysamError
 from napari_raysam.core.images import POLICY_VERSION, pixel_hash
 from napari_raysam.core.sam.fast_encoder import run_encoder
+from napari_raysam.core.sam.precision import resolve_precision
 
 Progress = Callable[[int, int], None]
 CACHE_VERSION = 1
@@ -56,22 +57,6 @@ def default_cache_dir() -> Path:
     from napari_raysam.core.paths import cache_dir
 
     return cache_dir() / "embeddings"
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto``: bf16 where the hardware has fast bf16 (CUDA, CPUs with AMX), else fp32."""
-    if precision in ("fp32", "bf16"):
-        return precision
-    if precision != "auto":
-        raise RaysamError(f"Unknown precision {precision!r}: use 'auto', 'fp32' or 'bf16'.")
-    import torch
-
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device == "cpu":
-        capability = torch.backends.cpu.get_cpu_capability()
-        return "bf16" if "AMX" in capability.upper() else "fp32"
-    return "fp32"
 
 
 def encode(model, rgb: np.ndarray, precision: str = "fp32") -> tuple[np.ndarray, list, list]:
@@ -128,9 +113,10 @@ class EmbeddingCache:
         precision: str = "auto",
         progress: Progress | None = None,
     ) -> dict:
-        """Embeddings for ``rgb`` (SAM input from ``images.to_sam_rgb``); computed on a miss."""
+        """Embeddings for ``rgb`` (SAM input from ``images.to_sam_rgb``); computed on a miss.
+        ``precision``: auto/fp32/bf16 (``core.sam.precision``); part of the cache key."""
         tiling = tiling or Tiling.auto(rgb.shape, model.img_size)
-        precision = resolve_precision(precision, model.device)
+        precision = resolve_precision(precision, model.device).precision
         key = self.key(model, rgb, tiling, precision)
         final = self.path(key)
         expected = _expected_entry(model, rgb, tiling)

@@ -154,14 +154,16 @@ def nothing_to_commit(has_embedding: bool, busy: bool) -> str:
     return "Nothing to commit: compute the embedding first, then add prompts."
 
 
-def model_text(loaded_spec: str | None, chosen: str) -> str:
-    """The Segment dock's model line: the model in use, and a choice not loaded yet."""
+def model_text(loaded_spec: str | None, chosen: str, precision: str | None = None) -> str:
+    """The Segment dock's model line: the model in use with the precision its embedding ran
+    in (``'bf16 (AMX)'``), and a choice not loaded yet."""
     chosen = chosen.strip()
     if loaded_spec is None:
         return f"Model: {chosen or 'none'} (loads with the embedding)"
+    shown = f"{loaded_spec} · {precision}" if precision else loaded_spec
     if chosen and chosen != loaded_spec:
-        return f"Model: {loaded_spec} ({chosen} loads with the next embedding)"
-    return f"Model: {loaded_spec}"
+        return f"Model: {shown} ({chosen} loads with the next embedding)"
+    return f"Model: {shown}"
 
 
 def image_changed_text(old: str, new: str | None) -> str:
