@@ -133,9 +133,11 @@ def test_commit_ids_follow_brush_strokes_and_replaced_data(qtbot, dock):
 def test_cache_size_and_clear_in_workers(qtbot, dock):
     viewer, widget = dock
     embed(qtbot, widget)
-    qtbot.waitUntil(lambda: widget._sizing is None and "0.0 MB" not in widget.cache_label.text(),
+    size = widget.cache.size_bytes()
+    assert size > 0
+    shown = f"Embedding cache: {size / 1e6:.1f} MB"
+    qtbot.waitUntil(lambda: widget._sizing is None and widget.cache_label.text() == shown,
                     timeout=TIMEOUT)
-    assert widget.cache_label.text().startswith("Embedding cache:")
     assert widget.clear_cache() is not None and not widget.clear_cache_button.isEnabled()
     qtbot.waitUntil(widget.clear_cache_button.isEnabled, timeout=TIMEOUT)
     qtbot.waitUntil(lambda: widget._sizing is None, timeout=TIMEOUT)
