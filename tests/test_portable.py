@@ -31,6 +31,8 @@ root = os.path.dirname(os.path.abspath(napari_raysam.__file__))
 ours, third_party, names = {}, {}, []
 for info in pkgutil.walk_packages(napari_raysam.__path__, "napari_raysam.",
                                   onerror=lambda name: ours.setdefault(name, "walk failed")):
+    if info.name.endswith(".__main__"):
+        continue  # a script (python -m), not a module to import: it runs the command
     names.append(info.name)
     try:
         importlib.import_module(info.name)

@@ -25,14 +25,29 @@ def add_verbose_argument(parser) -> None:
                         help="show Ray's own log lines and the job's full log (default: off)")
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record comes (a replaced or captured stream
+    included), never to a stream that was closed since the handler was made."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure_logging(verbose: bool) -> None:
-    """Ray's loggers at ERROR (``verbose``: left at Ray's INFO); ours at WARNING (INFO)."""
+    """Ray's loggers at ERROR (``verbose``: left at Ray's INFO); ours at WARNING (INFO).
+
+    Our records still propagate (the root logger has no handler in the command line), so a
+    caller's own logging setup sees them too."""
     own = logging.getLogger(OWN_LOGGER)
-    if not own.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, StderrHandler) for h in own.handlers):
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         own.addHandler(handler)
-        own.propagate = False
     own.setLevel(logging.INFO if verbose else logging.WARNING)
     if verbose:
         return
