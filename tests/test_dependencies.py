@@ -25,7 +25,12 @@ def _imported_top_level() -> set[str]:
 
 def _declared() -> set[str]:
     reqs = [r for r in requires("napari-raysam") or [] if "extra ==" not in r]
-    return {re.split(r"[\s<>=!~\[;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in reqs}
+    return {_normal(re.split(r"[\s<>=!~\[;]", r, maxsplit=1)[0]) for r in reqs}
+
+
+def _normal(name: str) -> str:
+    """A distribution name as PEP 503 compares them (``bioimageio.core`` = ``bioimageio_core``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_every_imported_distribution_is_declared():
@@ -33,7 +38,7 @@ def test_every_imported_distribution_is_declared():
     declared = _declared()
     missing = {}
     for module in sorted(_imported_top_level()):
-        names = {d.lower().replace("_", "-") for d in dists.get(module, [module])}
+        names = {_normal(d) for d in dists.get(module, [module])}
         if not names & declared:
             missing[module] = sorted(names)
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"

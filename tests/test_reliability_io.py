@@ -15,6 +15,7 @@ import tifffile
 
 from conftest import free_port
 from napari_raysam.core.dataset.synthetic import make_sample
+from test_export_widget import export_fails, preview
 
 ODD = "my set ü 細胞"  # a folder name with spaces and non-ASCII characters
 
@@ -54,7 +55,7 @@ def _export_case(case: str):
 
 @pytest.mark.parametrize("case", ["negative-labels", "ids-beyond-uint32", "nan-image",
                                   "constant-image"])
-def test_export_dock_refuses_before_writing(make_napari_viewer, tmp_path, case):
+def test_export_dock_refuses_before_writing(qtbot, make_napari_viewer, tmp_path, case):
     from napari_raysam._qt.export_widget import ExportWidget
 
     viewer = make_napari_viewer()
@@ -65,7 +66,7 @@ def test_export_dock_refuses_before_writing(make_napari_viewer, tmp_path, case):
     dest = tmp_path / "out" / "set"
     widget.dest_edit.setText(str(dest))
     assert widget.selected_pairs() == [("img", "img objects")]
-    assert widget.export() is None and widget.worker is None  # refused before any worker
+    assert export_fails(qtbot, widget)  # the planning worker refuses: no writing starts
     text = widget.status.text()
     assert is_error(widget) and all(k in text for k in expected), text
     assert files_under(tmp_path / "out") == []  # nothing written, no temp folder either
@@ -103,7 +104,7 @@ def test_export_dock_writes_5d_stacks(qtbot, make_napari_viewer, tmp_path, case)
         widget.planes_combo.setCurrentIndex(1)
         viewer.dims.set_current_step(0, 1)
         viewer.dims.set_current_step(1, 2)
-    plan = widget.preview()
+    plan = preview(qtbot, widget)
     assert plan is not None, widget.status.text()
     wanted = [(1, 2)] if case == "5d-ome-stack-current-plane" else \
         [(0, 0), (0, 2), (1, 0), (1, 1), (1, 2)]

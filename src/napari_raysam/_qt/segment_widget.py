@@ -24,6 +24,7 @@ from napari_raysam._qt._common import (
     DockLifetime,
     LayerCombo,
     ViewerHooks,
+    detach_workers,
     parse_channels,
     preload,
     run_in_worker,
@@ -65,6 +66,7 @@ class SegmentWidget(DockLifetime, QWidget):
         self.worker = None
         self.busy = False  # a worker of this dock is running
         self._sizing = None  # the worker measuring the cache's size
+        self.destroyed.connect(lambda *_: detach_workers([self._sizing]))
         self._size_again = False
         keys = {"c": self.commit, "Shift-C": self.clear, "t": self.toggle_sign}
         self.prompts = PromptLayers(napari_viewer, on_change=self.update_preview, keys=keys)
@@ -132,6 +134,7 @@ class SegmentWidget(DockLifetime, QWidget):
         self.hooks.release()
         self.prompts.release_ids()
         self.prompts.remove()
+        detach_workers([self._sizing])  # a cache walk ending later must not touch the dock
 
     # --- state --------------------------------------------------------------------------
 
