@@ -359,7 +359,10 @@ class SegmentWidget(DockLifetime, QWidget):
                                      self._on_error, self._on_sized)
 
     def _show_cache_size(self, size: int) -> None:
-        self.cache_label.setText(f"Embedding cache: {size / 1e6:.1f} MB")
+        try:
+            self.cache_label.setText(f"Embedding cache: {size / 1e6:.1f} MB")
+        except RuntimeError:  # the dock was deleted while the walk ran
+            pass
 
     def _on_sized(self) -> None:
         self._sizing = None
