@@ -20,11 +20,9 @@ from napari_raysam.core.apply.segmenter import (
     settings_key,
     table_row,
 )
-from napari_raysam.core.apply.table import render_tables
+from napari_raysam.core.apply.table import RESULTS_FILE, render_tables
 from napari_raysam.core.errors import RaysamError
 from napari_raysam.core.storage import Storage, StorageError, file_sha256, is_remote_uri, redact
-
-RESULTS_FILE = "results.json"
 
 
 @dataclass

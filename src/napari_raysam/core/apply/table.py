@@ -1,11 +1,12 @@
-"""The results table of a batch-segmentation run, as CSV: one row per image (``table.csv``)
-and one per object (``objects.csv``, areas in pixels)."""
+"""The results of a batch-segmentation run: every row as JSON (``results.json``) and as CSV,
+one row per image (``table.csv``) and one per object (``objects.csv``, areas in pixels)."""
 
 from __future__ import annotations
 
 import csv
 import io
 
+RESULTS_FILE = "results.json"
 TABLE_FILE = "table.csv"
 OBJECTS_FILE = "objects.csv"
 COLUMNS = ["image", "status", "reason", "objects", "mean_area", "median_area", "labels"]

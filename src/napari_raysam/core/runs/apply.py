@@ -13,6 +13,7 @@ import json
 import shlex
 from pathlib import Path
 
+from napari_raysam.core.apply.table import RESULTS_FILE
 from napari_raysam.core.cluster import ClusterProfile
 from napari_raysam.core.cluster.local_head import LocalHead
 from napari_raysam.core.errors import RaysamError
@@ -101,7 +102,7 @@ def fetch_applied(record: RunRecord, dest: str | Path) -> Path:
     name = safe_name(record.name, "run name")
     storage = Storage.open(record.storage)
     run = storage.child("runs", name)
-    data = run.read_bytes(run.path("results.json"))
+    data = run.read_bytes(run.path(RESULTS_FILE))
     if data is None:
         if record.state not in TERMINAL:
             raise RaysamError(f"The run {name} is {record.state}; fetch it when it has ended.")
