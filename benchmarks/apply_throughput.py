@@ -7,9 +7,12 @@ Ray instance with 2 CPUs) runs 1 and then 2 actors with 1 thread each, each into
 storage folder (a re-run would skip every image). Prints images/s, the ratios the issue asks for
 (1 worker >= 0.9x the plain loop, 2 workers >= 1.6x 1 worker) and how many label images are
 identical to the plain loop's. ``--vit-b N``: images/s per worker with a vit_b of random
-weights (N images), a figure for what a real model costs.
+weights (N images), a figure for what a real model costs. ``--planes N``: the Segment dock's
+"Compute on cluster" job (``core.apply.embed``) on the first N images as the planes of a stack,
+1 and 2 workers, pulled into a fresh cache as the dock does, vs the same embeddings computed
+here one after another: planes/s and the max abs difference (same precision, fp32).
 
-    PYTHONPATH=src python benchmarks/apply_throughput.py [--images 200] [--vit-b 2]
+    PYTHONPATH=src python benchmarks/apply_throughput.py [--images 200] [--vit-b 2] [--planes 20]
 """
 
 from __future__ import annotations
@@ -88,6 +91,52 @@ def ray_job(folder: Path, spec: str, workers: int, root: Path) -> tuple[float, d
     return seconds, labels
 
 
+def cluster_embeddings(paths: list[Path], spec: str, root: Path) -> None:
+    """Print planes/s of the embedding job (1, 2 workers) vs a local loop, and the max abs
+    difference of the pulled embeddings from the local ones."""
+    import tifffile
+    import torch
+
+    from napari_raysam.core.apply.embed import EmbedConfig, run_embed
+    from napari_raysam.core.images import ImagePolicy, to_sam_rgb
+    from napari_raysam.core.runs.embed import EMBED, plan_planes, pull_embeddings
+    from napari_raysam.core.runs.records import RunRecord
+    from napari_raysam.core.sam.embeddings import EmbeddingCache
+    from napari_raysam.core.sam.models import load_model
+
+    torch.set_num_threads(1)
+    model = load_model(spec, device="cpu")
+    rgbs = [to_sam_rgb(tifffile.imread(p), model.image_policy(ImagePolicy())) for p in paths]
+    local = EmbeddingCache(root / "emb-local")
+    t0 = time.perf_counter()
+    mine = [local.get_or_compute(model, rgb, precision="fp32")["features"] for rgb in rgbs]
+    local_s = time.perf_counter() - t0
+    print(f"{len(rgbs)} planes, {spec}, fp32: local loop {len(rgbs) / local_s:.2f} planes/s")
+    seconds = {}
+    for workers in (1, 2):
+        storage = root / f"emb-storage-{workers}"
+        cache = EmbeddingCache(root / f"emb-pulled-{workers}")
+        planned, _ = plan_planes(model, rgbs, cache, "fp32", _mkdir(storage / "in"))
+        t0 = time.perf_counter()
+        run_embed(EmbedConfig(str(storage), "in", spec, f"emb-{workers}", workers=workers))
+        record = RunRecord(name=f"emb-{workers}", profile="bench", address="local",
+                           storage=str(storage), dataset_hash="", dataset_uri="",
+                           config={"planes": planned}, submitted="", kind=EMBED)
+        pull_embeddings(record, model, cache)
+        seconds[workers] = time.perf_counter() - t0
+        pulled = [cache.get_or_compute(model, rgb, precision="fp32")["features"]
+                  for rgb in rgbs]
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(mine, pulled, strict=True))
+        print(f"cluster job + pull, {workers} worker(s): {len(rgbs) / seconds[workers]:.2f} "
+              f"planes/s; max abs diff vs local {diff:.2e}")
+    print(f"RATIO embed_2workers_over_1worker={seconds[1] / seconds[2]:.2f}")
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
 def vit_b_checkpoint(root: Path) -> str:
     import torch
     from segment_anything import sam_model_registry
@@ -106,6 +155,8 @@ def main() -> int:
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--vit-b", type=int, default=0, help="images for the vit_b row (0: skip)")
+    p.add_argument("--planes", type=int, default=0,
+                   help="planes for the cluster-embeddings rows (0: skip)")
     args = p.parse_args()
     root = isolate("raysam-apply-bench-")
     import ray
@@ -134,6 +185,8 @@ def main() -> int:
             (sub / path.name).write_bytes(path.read_bytes())
         vb_s, _ = ray_job(sub, spec, 1, root)
         print(f"vit_b (random weights), 1 worker: {args.vit_b / vb_s:.3f} images/s per worker")
+    if args.planes:
+        cluster_embeddings(paths[:args.planes], "tiny_cells", root)
     ray.shutdown()
     return 0
 

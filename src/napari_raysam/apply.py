@@ -2,8 +2,11 @@
 
 Segments every image of the folder ``INPUTS`` (relative to the storage URI ``STORAGE``) with
 ``SPEC`` in a Ray Data actor pool and writes label TIFFs and a table to storage (see
-``core.apply``). Attaches to ``RAY_ADDRESS`` when set (a Ray Job sets it), else starts a local
-cluster. ``--json``: one JSON event per line on stdout, the same events as the run's storage.
+``core.apply``). With ``--embeddings``: ``INPUTS`` holds SAM-ready planes and every plane's
+image embedding is written to storage in the embedding cache's format instead
+(``core.apply.embed``). Attaches to ``RAY_ADDRESS`` when set (a Ray Job sets it), else starts
+a local cluster. ``--json``: one JSON event per line on stdout, the same events as the run's
+storage.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ def parser() -> argparse.ArgumentParser:
                    help="mask generator's prompt grid, models without a decoder (default: 16)")
     p.add_argument("--min-size", type=int, default=10,
                    help="drop objects smaller than this many pixels (default: 10)")
+    p.add_argument("--embeddings", action="store_true",
+                   help="compute the planes' image embeddings instead of labels (default: off)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="embeddings' precision, the client's (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON event per line (default: off)")
     return p
 
@@ -54,7 +61,14 @@ def main(argv: list[str] | None = None) -> int:
             print(progress_text(event), flush=True)
 
     try:
-        run_apply(config, show)
+        if args.embeddings:
+            from napari_raysam.core.apply.embed import EmbedConfig, run_embed
+
+            run_embed(EmbedConfig(storage=args.storage, inputs=args.inputs, model=args.model,
+                                  name=args.name, precision=args.precision,
+                                  workers=args.workers, threads=args.threads), show)
+        else:
+            run_apply(config, show)
     except RaysamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

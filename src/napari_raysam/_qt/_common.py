@@ -69,6 +69,18 @@ class DockLifetime:
         self.hooks.release()
 
 
+def replace_items(combo: QComboBox, names: list[str]) -> None:
+    """Show ``names`` in ``combo``, keeping the current one when it is still there; no
+    signals while the items change."""
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
+
+
 # Not magicgui's/napari's layer ComboBox: napari syncs it by connecting the dock's reset_choices
 # to the viewer and never disconnects it when the dock closes; this one goes with ViewerHooks.
 class LayerCombo(QComboBox):
@@ -87,19 +99,38 @@ class LayerCombo(QComboBox):
 
     def refresh(self, _event=None):
         current = self.currentText()
-        names = [layer.name for layer in self.layers()]
-        self.blockSignals(True)
-        self.clear()
-        self.addItems(names)
-        if current in names:
-            self.setCurrentText(current)
-        self.blockSignals(False)
+        replace_items(self, [layer.name for layer in self.layers()])
         if self.currentText() != current:  # the chosen layer went away: say so once
             self.currentTextChanged.emit(self.currentText())
 
     def current_layer(self):
         name = self.currentText()
         return self.viewer.layers[name] if name in self.viewer.layers else None
+
+
+class ProfileCombo(QComboBox):
+    """The saved cluster profiles (``local`` among them). The list is read again each time it
+    opens, so a profile saved in the Train dock meanwhile is offered."""
+
+    def __init__(self, profiles):
+        super().__init__()
+        self.profiles = profiles  # a core.cluster.ProfileStore
+        self.setToolTip("cluster profiles are saved in the Train dock")
+        self.refresh()
+
+    def refresh(self) -> None:
+        replace_items(self, [p.name for p in self.profiles.list()])
+
+    def showPopup(self) -> None:  # noqa: N802 - Qt's name
+        self.refresh()
+        super().showPopup()
+
+    def profile(self):
+        """The chosen profile (the embedded local cluster when none is chosen)."""
+        from napari_raysam.core.cluster import ClusterProfile
+
+        name = self.currentText()
+        return next((p for p in self.profiles.list() if p.name == name), ClusterProfile())
 
 
 def unwrap(obj):
@@ -172,6 +203,17 @@ def run_in_worker(func: Callable, args: tuple, done: Callable, error: Callable,
         worker.finished.connect(finished)
     worker.start()
     return worker
+
+
+def follow_run(record, index, head, on_event: Callable, on_failed: Callable) -> StreamThread:
+    """Follow a run (``core.runs.follow``, history replayed) on a thread of its own; its events
+    arrive in Qt as ``on_event``, a RaysamError as ``on_failed``."""
+    from napari_raysam.core import runs
+
+    stream = StreamThread(runs.follow, (record, index, True, 0.5, head))
+    stream.item.connect(on_event)
+    stream.failed.connect(on_failed)
+    return stream.start()
 
 
 class StreamThread(QObject):

@@ -7,7 +7,6 @@ Cluster I/O runs in workers; the rules live in ``core.runs.apply`` (submit, fetc
 from __future__ import annotations
 
 from qtpy.QtWidgets import (
-    QComboBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -22,9 +21,10 @@ from qtpy.QtWidgets import (
 from napari_raysam._qt._common import (
     CLUSTER_MODULES,
     DockLifetime,
-    StreamThread,
+    ProfileCombo,
     ViewerHooks,
     detach_workers,
+    follow_run,
     preload,
     run_in_worker,
     show_status,
@@ -65,9 +65,7 @@ class ApplyWidget(DockLifetime, QWidget):
     def _build(self) -> None:
         layout = scroll_body(self)
         form = QFormLayout()
-        self.profile_combo = QComboBox()
-        self.profile_combo.addItems([p.name for p in self.profiles.list()])
-        self.profile_combo.setToolTip("cluster profiles are saved in the Train dock")
+        self.profile_combo = ProfileCombo(self.profiles)
         form.addRow("Cluster", self.profile_combo)
         segment = find_dock(self.viewer, "model_spec")
         self.model_edit = QLineEdit((segment.model_spec() if segment else None) or "tiny_cells")
@@ -114,8 +112,7 @@ class ApplyWidget(DockLifetime, QWidget):
         return edit, row
 
     def profile(self) -> ClusterProfile:
-        name = self.profile_combo.currentText() or "local"
-        return next((p for p in self.profiles.list() if p.name == name), ClusterProfile())
+        return self.profile_combo.profile()
 
     def start(self):
         """Check the form, then upload, submit and follow (in workers)."""
@@ -134,10 +131,7 @@ class ApplyWidget(DockLifetime, QWidget):
         self.record = record
         self.cancel_button.setEnabled(True)
         show_status(self.status, f"Following {record.name}...")
-        self.follower = StreamThread(runs.follow, (record, self.index, True, 0.5, self.head))
-        self.follower.item.connect(self._on_event)
-        self.follower.failed.connect(self._on_error)
-        self.follower.start()
+        self.follower = follow_run(record, self.index, self.head, self._on_event, self._on_error)
 
     def _on_event(self, event: dict) -> None:
         kind = event.get("event")

@@ -32,6 +32,7 @@ from napari_raysam._qt._common import (
     show_status,
 )
 from napari_raysam._qt._dock import scroll_body
+from napari_raysam._qt.cluster_embed import ClusterEmbedRow
 from napari_raysam._qt.gc_pauses import QuietCollector
 from napari_raysam._qt.prompt_layers import PromptLayers
 from napari_raysam.core.errors import RaysamError
@@ -81,6 +82,7 @@ class SegmentWidget(DockLifetime, QWidget):
         self.refresh_models()
         self.model_label = QLabel()
         self.embed_button = QPushButton("Compute embedding")
+        self.cluster_row = ClusterEmbedRow(self)
         self.auto_button = QPushButton("Automatic segmentation")
         self.commit_button = QPushButton("Commit (C)")
         self.clear_button = QPushButton("Clear (Shift-C)")
@@ -104,7 +106,8 @@ class SegmentWidget(DockLifetime, QWidget):
         cache_row.addWidget(self.clear_cache_button)
         layout = scroll_body(self, min_height=200)  # its form and Compute stay in view
         layout.addLayout(form)
-        for widget in (self.embed_button, self.progress_bar, self.sign_button):
+        for widget in (self.embed_button, self.cluster_row, self.progress_bar,
+                       self.sign_button):
             layout.addWidget(widget)
         layout.addLayout(buttons)
         layout.addWidget(self.auto_button)
@@ -135,6 +138,7 @@ class SegmentWidget(DockLifetime, QWidget):
         self.prompts.release_ids()
         self.prompts.remove()
         detach_workers([self._sizing])  # a cache walk ending later must not touch the dock
+        detach_workers([*self.cluster_row.workers, self.cluster_row.follower])
 
     # --- state --------------------------------------------------------------------------
 

@@ -13,9 +13,9 @@ from qtpy.QtWidgets import QFileDialog, QWidget
 from napari_raysam._qt._common import (
     CLUSTER_MODULES,
     DockLifetime,
-    StreamThread,
     ViewerHooks,
     detach_workers,
+    follow_run,
     preload,
     run_in_worker,
     show_status,
@@ -197,10 +197,7 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         self.cancel_button.setEnabled(True)
         self.refresh_runs()
         show_status(self.status, f"Following {record.name}...")
-        self.follower = StreamThread(runs.follow, (record, self.index, True, 0.5, self.head))
-        self.follower.item.connect(self._on_event)
-        self.follower.failed.connect(self._on_error)
-        self.follower.start()
+        self.follower = follow_run(record, self.index, self.head, self._on_event, self._on_error)
 
     def _on_event(self, event: dict) -> None:
         kind = event.get("event")

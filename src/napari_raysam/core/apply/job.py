@@ -8,11 +8,11 @@ training run's: ``start`` (totals), ``progress`` (images done / total, rate, ETA
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from napari_raysam.core.apply.inputs import is_candidate
+from napari_raysam.core.apply.pool import Progress, event_sink, run_pool
 from napari_raysam.core.apply.segmenter import (
     ApplySettings,
     Segmenter,
@@ -94,19 +94,8 @@ def done_rows(storage: Storage, key: str) -> dict[str, dict]:
 
 def run_apply(config: ApplyConfig, on_event: Callable[[dict], None] | None = None) -> dict:
     """Segment every input not done yet for this model; returns the summary (``end`` event)."""
-    import ray
-
-    from napari_raysam.core.events import EventLog
-    from napari_raysam.core.job_env import ensure_ray
-
     storage = Storage.open(config.storage, side="the cluster")
-    log = EventLog(storage.child("runs", config.name))
-
-    def emit(event: dict) -> None:
-        event = log.append({"run": config.name, **event})
-        if on_event:
-            on_event(event)
-
+    emit = event_sink(storage, config.name, on_event)
     items, skipped = list_inputs(storage, config.inputs)
     key = model_key(config.model, config.settings)
     done = done_rows(storage, key)
@@ -117,27 +106,21 @@ def run_apply(config: ApplyConfig, on_event: Callable[[dict], None] | None = Non
     emit({"event": "start", "kind": "apply", "total": total, "todo": len(todo),
           "reused": len(rows), "skipped_files": len(skipped), "workers": config.workers,
           "model": config.model, "model_key": key})
-    t0 = time.monotonic()
+    progress = Progress(emit, total, len(rows))
     if todo:
-        ensure_ray(log_to_driver=False)
-        ds = ray.data.from_items(todo).map_batches(
-            Segmenter, batch_size=1, concurrency=config.workers,
-            num_cpus=config.settings.threads,
-            fn_constructor_args=(config.model, config.storage, key, config.settings))
-        new = 0
-        for out in ds.iter_rows():
-            rows.append(json.loads(out["row"]))
-            new += 1
-            rate = new / max(time.monotonic() - t0, 1e-6)
-            emit({"event": "progress", "done": len(rows), "total": total, "new": new,
-                  "images_per_s": rate, "eta_s": (len(todo) - new) / rate})
+        def on_row(row: dict) -> None:
+            rows.append(row)
+            progress.step()
+
+        run_pool(todo, Segmenter, (config.model, config.storage, key, config.settings),
+                 config.workers, config.settings.threads, on_row)
     rows += skipped
     rows.sort(key=lambda r: r["image"])
     _write_results(storage.child("runs", config.name), rows)
     summary = {"event": "end", "status": "ok", "total": total, "segmented": len(todo),
                "reused": total - len(todo),
                "skipped": sum(r["status"] == "skipped" for r in rows),
-               "seconds": time.monotonic() - t0, "model_key": key}
+               "seconds": progress.elapsed(), "model_key": key}
     emit(summary)
     return summary
 

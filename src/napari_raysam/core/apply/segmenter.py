@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from napari_raysam.core.apply.inputs import InputSkipped, read_planes
+from napari_raysam.core.apply.pool import ModelActor
 from napari_raysam.core.images import ImageError
 from napari_raysam.core.storage import SIDECAR, Storage
 
@@ -80,26 +81,16 @@ def _tiff_bytes(labels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class Segmenter:
-    """One model per actor (Ray Data ``map_batches`` with an actor pool): each call segments
-    the batch's inputs and returns their table rows."""
+class Segmenter(ModelActor):
+    """One model per actor of the pool: each item is one input file, segmented into labels."""
+
+    fields = ("name", "path", "sha256")
 
     def __init__(self, model_spec: str, storage_uri: str, model_key: str,
                  settings: ApplySettings):
-        import torch
-
-        from napari_raysam.core.sam.models import best_device, load_model
-
-        torch.set_num_threads(max(1, settings.threads))
-        self.model = load_model(model_spec, device=best_device())
-        self.storage = Storage.open(storage_uri, side="the cluster")
+        super().__init__(model_spec, storage_uri, settings.threads)
         self.key, self.settings = model_key, settings
         self.cache_root = tempfile.mkdtemp(prefix="raysam-apply-")
-
-    def __call__(self, batch: dict) -> dict:
-        rows = [self.one(str(n), str(p), str(s))
-                for n, p, s in zip(batch["name"], batch["path"], batch["sha256"], strict=True)]
-        return {"row": np.array([json.dumps(r) for r in rows], dtype=object)}
 
     def one(self, name: str, path: str, sha256: str) -> dict:
         """Segment one input; the row says ``ok`` or ``skipped`` with the reason."""

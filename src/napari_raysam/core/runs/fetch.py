@@ -42,6 +42,10 @@ def fetch(record: RunRecord, store: Path | None = None, index: RunIndex | None =
     :func:`.partial.fetch_partial`). With ``partial`` a run that has its final model.pt
     fetches that one.
     """
+    if record.kind != "train":
+        raise RaysamError(f"{record.name} is not a training run (it is {record.kind!r}): it has "
+                          "no model to fetch. Batch-segmentation runs are fetched with --out "
+                          "DIR; the Segment dock pulls embedding runs itself.")
     name = safe_name(record.name, "run name")
     store, dest = model_dest(store, name)
     storage = Storage.open(record.storage)

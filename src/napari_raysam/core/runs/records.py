@@ -38,7 +38,7 @@ class RunRecord:
     log_tail: str = ""
     model_dir: str | None = None
     ended: str | None = None
-    kind: str = "train"  # "train" (python -m napari_raysam.train) or "apply" (.apply)
+    kind: str = "train"  # "train" (python -m napari_raysam.train), "apply" or "embed" (.apply)
 
     @property
     def finished(self) -> bool:

@@ -74,10 +74,11 @@ def eta_text(seconds: float | None) -> str:
 
 def progress_text(event: dict) -> str:
     """The status line for a ``progress`` event: "epoch 3/30, step 40/100, ~2 min left" (a
-    training run) or "12/200 images, 1.50/s, ~2 min left" (a batch-segmentation run)."""
-    if "images_per_s" in event:
-        text = (f"{event.get('done')}/{event.get('total')} images, "
-                f"{event.get('images_per_s', 0):.2f}/s")
+    training run) or "12/200 images, 1.50/s, ~2 min left" (a job that applies a model: its
+    ``unit``, images or planes)."""
+    if "items_per_s" in event:
+        text = (f"{event.get('done')}/{event.get('total')} {event.get('unit', 'images')}, "
+                f"{event.get('items_per_s', 0):.2f}/s")
     else:
         text = (f"epoch {event.get('epoch')}/{event.get('epochs')}, step {event.get('step')}/"
                 f"{event.get('steps')}")

@@ -119,7 +119,7 @@ class EmbeddingCache:
         precision = resolve_precision(precision, model.device).precision
         key = self.key(model, rgb, tiling, precision)
         final = self.path(key)
-        expected = _expected_entry(model, rgb, tiling)
+        expected = _expected_entry(model, rgb.shape[:2], tiling)
         if final.is_symlink() or (final.exists() and not final.is_dir()):
             final.unlink()  # never follow or read what we did not write
         elif final.exists():
@@ -127,8 +127,7 @@ class EmbeddingCache:
                 return _read_entry(final, expected)
             except Exception:  # a damaged or foreign entry: drop it and compute again
                 shutil.rmtree(final, ignore_errors=True)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp = self.staging(key)
         try:
             _write_entry(tmp, model, rgb, tiling, precision, progress)
             try:
@@ -146,6 +145,38 @@ class EmbeddingCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return _read_entry(final, expected)
+
+    def has(self, key: str) -> bool:
+        """Whether an entry is stored under ``key`` (checked when it is read)."""
+        path = self.path(key)
+        return path.is_dir() and not path.is_symlink()
+
+    def staging(self, key: str) -> Path:
+        """A fresh temporary folder in the cache for an entry written elsewhere (see
+        :meth:`adopt`); interrupted ones are removed by :meth:`clear`."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self.root / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
+
+    def adopt(self, key: str, folder: Path, model, image_shape: tuple[int, ...],
+              tiling: Tiling | None = None) -> Path:
+        """Move an entry written elsewhere (e.g. pulled from a cluster into :meth:`staging`)
+        into the cache under ``key``, after checking its layout fits the model and an image of
+        ``image_shape``; a foreign or damaged entry is removed and refused (RaysamError)."""
+        tiling = tiling or Tiling.auto(image_shape, model.img_size)
+        try:
+            _read_entry(folder, _expected_entry(model, image_shape, tiling))
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong, nothing is kept
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RaysamError(f"The embedding {key} does not fit this image and model "
+                              f"({exc}); it was not added to the cache.") from None
+        final = self.path(key)
+        try:
+            os.replace(folder, final)
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)
+            if not self.has(key):  # another process may have put the same entry first
+                raise
+        return final
 
     def size_bytes(self) -> int:
         """Bytes under the cache folder (one walk; files that vanish meanwhile, e.g. a write
@@ -217,14 +248,15 @@ class _Expected:
     n_tiles: int
 
 
-def _expected_entry(model, rgb: np.ndarray, tiling: Tiling) -> _Expected:
+def _expected_entry(model, image_shape, tiling: Tiling) -> _Expected:
     pe = model.sam.prompt_encoder
     n_tiles = 0
     if tiling.tile_shape is not None:
-        pairs = zip(rgb.shape[:2], tiling.tile_shape, strict=True)
+        pairs = zip(image_shape[:2], tiling.tile_shape, strict=True)
         n_tiles = math.prod(-(-s // t) for s, t in pairs)
     return _Expected((1, int(pe.embed_dim), *map(int, pe.image_embedding_size)),
-                     tuple(int(s) for s in rgb.shape[:2]), int(model.img_size), tiling, n_tiles)
+                     tuple(int(s) for s in image_shape[:2]), int(model.img_size), tiling,
+                     n_tiles)
 
 
 def _check_sizes(attrs, original: tuple[int, int] | None, img_size: int, limit) -> tuple:

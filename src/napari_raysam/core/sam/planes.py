@@ -9,7 +9,9 @@ the objects layer, and keep the next free object id without rescanning the volum
 
 from __future__ import annotations
 
+import itertools
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -50,6 +52,30 @@ def select_plane(ndim: int, data_ndim: int, step, channel_axis: int | None) -> P
     if channel_axis is not None:
         plane_axis = channel_axis - sum(1 for a in lead_axes if a < channel_axis)
     return Plane(tuple(index), tuple(int(step[a]) for a in lead_axes), plane_axis)
+
+
+def all_planes(ndim: int, data_shape: tuple[int, ...], channel_axis: int | None
+               ) -> Iterator[Plane]:
+    """Every plane of a layer (see :func:`select_plane`), in slider order."""
+    lead = [a for a in range(ndim - 2) if a != channel_axis]
+    for values in itertools.product(*(range(int(data_shape[a])) for a in lead)):
+        step = [0] * ndim
+        for axis, value in zip(lead, values, strict=True):
+            step[axis] = value
+        yield select_plane(ndim, len(data_shape), step, channel_axis)
+
+
+def sam_planes(data, ndim: int, channel_axis: int | None, channels, model
+               ) -> Iterator[np.ndarray]:
+    """The SAM input of every plane of a layer's ``data`` (``images.to_sam_rgb``, scaled the
+    way ``model`` learned), in slider order; each plane is checked first (RaysamError)."""
+    from napari_raysam.core.images import ImagePolicy, check_plane, to_sam_rgb
+
+    for plane in all_planes(ndim, data.shape, channel_axis):
+        policy = ImagePolicy(channel_axis=plane.channel_axis, channels=channels)
+        array = np.asarray(data[plane.index])
+        check_plane(array, policy)
+        yield to_sam_rgb(array, model.image_policy(policy))
 
 
 def check_view(ndisplay: int, order) -> None:
