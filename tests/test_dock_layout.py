@@ -42,7 +42,7 @@ def test_four_docks_fit_800_px_and_no_row_is_squashed(make_napari_viewer, qtbot)
     viewer, window, docks = _open_three(make_napari_viewer, qtbot)
     segment, export, train = docks["Segment"], docks["Export"], docks["Train"]
     for label in (segment.status, export.plan_label, export.status, train.summary, train.status,
-                  train.result, docks["Apply"].status):
+                  train.result, train.evaluation, docks["Apply"].status):
         label.setText(LONG)
     train.log_box.setChecked(True)  # the log open below the plot
     window.resize(1280, 800)
@@ -60,7 +60,8 @@ def test_four_docks_fit_800_px_and_no_row_is_squashed(make_napari_viewer, qtbot)
     # the plot keeps to its own rectangle: above the result, "Use in Segment" and the log
     plot = train.plot
     qtbot.waitUntil(plot.is_current, timeout=10_000)
-    for widget in (train.status, train.result, train.use_button, train.auto_use, train.log_box):
+    for widget in (train.status, train.result, train.use_button, train.evaluate_button,
+                   train.evaluation, train.auto_use, train.log_box):
         assert not plot.geometry().intersects(widget.geometry()), widget
     assert plot.geometry().bottom() < train.use_button.geometry().top()
     shown = plot.pixmap().deviceIndependentSize()

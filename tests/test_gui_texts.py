@@ -108,3 +108,28 @@ def test_dock_summary_says_verdict_and_which_epoch_was_returned():
     assert "stopped early after epoch 4" in text
     worse = SimpleNamespace(**{**vars(model), "metrics": {"before": after, "after": before}})
     assert "Verdict: WORSE." in model_summary(worse)
+
+
+def test_test_set_result_text_and_verdict_follow_the_run_rule():
+    from napari_raysam.core.runs.compare import SetComparison
+    from napari_raysam.core.training.report import rows_verdict, verdict
+
+    base = {"model": "tiny_cells", "objects": 9, "miou_point": 0.5, "miou_box": 0.7,
+            "miou_corrected": 0.8}
+    tuned = {**base, "model": "run:r1", "miou_point": 0.62, "miou_box": 0.65}
+    # the evaluator's rows judged exactly as report.json judges before/after
+    assert rows_verdict(base, tuned) == verdict(
+        *({f"val_{k}": r[k] for k in ("miou_point", "miou_box", "miou_corrected")}
+          for r in (base, tuned)))
+    kind, sentence = rows_verdict(base, tuned)
+    assert kind == "worse"  # point rose, box (the deciding score) fell
+    text = SetComparison("/d/test set", "train", 2, base, tuned, kind, sentence).text()
+    assert text.splitlines()[:4] == [
+        "Test set test set, all of it (it has no val split): 2 image(s), 9 object(s); mIoU "
+        "tiny_cells -> run:r1:",
+        "point 0.500 -> 0.620 (+0.120)", "box 0.700 -> 0.650 (-0.050)",
+        "corrected 0.800 -> 0.800 (+0.000)"]
+    assert "Verdict: WORSE (decided by the box mIoU" in text and "Keep the base model" in text
+    better = SetComparison("/d/t", "val", 1, tuned, base, *rows_verdict(tuned, base))
+    assert "Verdict: improved" in better.text() and "Keep" not in better.text()
+    assert better.headline() == "Evaluated on /d/t (val): improved."

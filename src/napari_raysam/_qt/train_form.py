@@ -96,6 +96,15 @@ class TrainForm:
                                       "with its lineage; vit_t/b/l/h models only")
         self.export_button.setEnabled(False)
         self.auto_use = QCheckBox("Use in Segment when done")
+        self.evaluate_button = QPushButton("Evaluate on test set\u2026")
+        self.evaluate_button.setToolTip(
+            "Score the base model and the fetched one on a training-set folder (its held-out "
+            "val split, or all of a set made with --val-fraction 0 or 1): point, box and "
+            "corrected mIoU, and the verdict")
+        self.evaluate_button.setEnabled(False)
+        self.evaluation = QLabel("")  # the last test-set evaluation
+        self.evaluation.setWordWrap(True)
+        self.evaluation.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         cluster = QFormLayout()
         cluster.addRow("Profile", self.profile_combo)
@@ -136,7 +145,11 @@ class TrainForm:
         model_row.addWidget(self.use_button)
         model_row.addWidget(self.export_button)
         layout.addLayout(model_row)
-        for widget in (self.auto_use, self.log_box):
+        eval_row = QHBoxLayout()
+        eval_row.addWidget(self.evaluate_button)
+        eval_row.addStretch(1)
+        layout.addLayout(eval_row)
+        for widget in (self.evaluation, self.auto_use, self.log_box):
             layout.addWidget(widget)
 
 

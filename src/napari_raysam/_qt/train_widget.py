@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QFileDialog, QWidget
 
 from napari_raysam._qt._common import (
     CLUSTER_MODULES,
+    SAM_MODULES,
     DockLifetime,
     ViewerHooks,
     detach_workers,
@@ -27,6 +28,7 @@ from napari_raysam.core import runs
 from napari_raysam.core.cluster import ClusterProfile, ProfileStore, connect
 from napari_raysam.core.cluster.local_head import LocalHead
 from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.runs.compare import compare_on_set
 from napari_raysam.core.runs.records import RunIndex
 from napari_raysam.core.runs.text import (
     ANSI,
@@ -59,6 +61,7 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         self.head = head or LocalHead()
         self.record = None  # the run being followed
         self.model = None  # the registered model of the last finished run
+        self.evaluating = None  # the worker of a test-set evaluation while it runs
         self.follower = None
         self.workers: list = []
 
@@ -76,6 +79,7 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         self.runs_combo.currentIndexChanged.connect(lambda _i: self._show_fetch())
         self.use_button.clicked.connect(lambda: self.use_in_segment())
         self.export_button.clicked.connect(lambda: self.export_model())
+        self.evaluate_button.clicked.connect(lambda: self.evaluate_test_set())
         # closing the dock (or napari) leaves runs going; stop delivering to deleted widgets
         self.destroyed.connect(lambda *_: self._detach_workers())
         self.refresh_profiles()
@@ -188,6 +192,8 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         self.result.setText("")
         self.use_button.setEnabled(False)
         self.export_button.setEnabled(False)
+        self.evaluate_button.setEnabled(False)
+        self.evaluation.setText("")
 
     def follow(self, record) -> None:
         """Stream a run's events into the dock (replaying what already happened)."""
@@ -251,6 +257,7 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         self.use_button.setText(use_label(model))
         self.use_button.setEnabled(True)
         self.export_button.setEnabled(True)
+        self.evaluate_button.setEnabled(self.evaluating is None)
         self.refresh_runs()
         segment = find_dock(self.viewer, "refresh_models")
         if segment is not None:  # the fetched model appears in its model list at once
@@ -336,6 +343,36 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         show_status(self.status, f"Wrote {result.path} ({result.size_bytes / 1e6:.0f} MB, "
                     f"bioimage.io test {result.validation}): ready to upload to bioimage.io.")
 
+    def evaluate_test_set(self, folder: str | None = None):
+        """Score the base model and the fetched fine-tuned one on a test set (any training set
+        of ours, ``folder`` or asked for), in a worker; the result and verdict are shown."""
+        if self.model is None:
+            show_status(self.status, "No fine-tuned model to evaluate yet: fetch a finished run "
+                        "first (Fetch), then evaluate it on a test set.", error=True)
+            return None
+        folder = folder or QFileDialog.getExistingDirectory(
+            self, "Choose a test set (a training-set folder)", self.dataset_edit.text().strip())
+        if not folder:
+            show_status(self.status, "Evaluation cancelled.")
+            return None
+        preload(SAM_MODULES)  # torch and SAM: imported by a worker they would stall napari
+        base, tuned = self.model.base_model, f"run:{self.model.name}"
+        self.evaluate_button.setEnabled(False)
+        self.evaluation.setText("")
+        self.evaluating = self._run(
+            compare_on_set, (base, tuned, folder), self._evaluated,
+            f"Evaluating {base} and {tuned} on {folder} (base, then fine-tuned)...",
+            finished=self._evaluation_ended)
+        return self.evaluating
+
+    def _evaluated(self, comparison) -> None:
+        self.evaluation.setText(comparison.text())
+        show_status(self.status, comparison.headline(), warning=comparison.verdict == "worse")
+
+    def _evaluation_ended(self) -> None:
+        self.evaluating = None
+        self.evaluate_button.setEnabled(self.model is not None)
+
     def _segment_model(self) -> str | None:
         segment = find_dock(self.viewer, "use_model")
         return None if segment is None else segment.model_spec()
@@ -349,9 +386,9 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
             show_status(self.status, str(exc), error=True)
             return None
 
-    def _run(self, func, args, done, message, error=None):
+    def _run(self, func, args, done, message, error=None, finished=None):
         show_status(self.status, message)
-        worker = run_in_worker(func, args, done, error or self._on_error)
+        worker = run_in_worker(func, args, done, error or self._on_error, finished)
         self.workers.append(worker)
         worker.finished.connect(lambda: self.workers.remove(worker))
         return worker

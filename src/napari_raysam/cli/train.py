@@ -23,9 +23,11 @@ def add_parser(subparsers) -> None:
     ev.add_argument("dataset", help="training-set folder")
     ev.add_argument("--model", action="append", required=True,
                     help="model spec (tiny_cells, tiny, a micro-sam name, run:NAME or a "
-                         "checkpoint file); repeat to compare models")
-    ev.add_argument("--split", default="val", choices=("val", "train"),
-                    help="which split to score (default: %(default)s)")
+                         "checkpoint file); repeat to compare models (with two: base, then "
+                         "fine-tuned, a verdict by the rule report.json uses)")
+    ev.add_argument("--split", default="val", choices=("val", "train", "auto"),
+                    help="which split to score; auto: the held-out val split, or all of a set "
+                         "that has one split only (default: %(default)s)")
     ev.add_argument("--rounds", type=int, default=3,
                     help="correction clicks after the first point, for the 'corrected' score "
                          "(default: %(default)s)")
@@ -84,7 +86,12 @@ def register_outcome(outcome, base_model: str):
 
 def _evaluate(args: argparse.Namespace) -> int:
     from napari_raysam.core.sam.evaluate import evaluate_models, format_table
+    from napari_raysam.core.training.report import VERDICT_LABELS, rows_verdict
 
     rows = evaluate_models(args.model, args.dataset, split=args.split, rounds=args.rounds)
     print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    if len(rows) == 2 and not args.json:
+        kind, sentence = rows_verdict(*rows)
+        print(f"verdict ({rows[1]['model']} vs {rows[0]['model']}, decided by the box mIoU): "
+              f"{VERDICT_LABELS[kind]}" + (f". {sentence}" if kind == "worse" else ""))
     return 0

@@ -213,6 +213,11 @@ class TrainingSet:
     def has_val(self) -> bool:
         return bool(self.split("val"))
 
+    def evaluation_split(self) -> str:
+        """The split a model is scored on when this set is used as a test set: its held-out
+        "val" split, or "train" (all of it) for a set of that one split (val fraction 0)."""
+        return "val" if self.has_val or not self.split("train") else "train"
+
     @property
     def split_warning(self) -> str | None:
         """What a missing split means (no held-out evaluation, or nothing to train on: a test

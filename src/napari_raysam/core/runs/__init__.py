@@ -1,5 +1,6 @@
 """Fine-tuning runs, client side: submit, follow, cancel, fetch (incl. a failed run's last
-checkpoint), and the local run index.
+checkpoint), compare a fetched model with its base on a test set (:mod:`.compare`), and the
+local run index.
 
 Every run goes through the Jobs API (embedded local head and remote clusters alike); the job's
 entrypoint is ``python -m napari_raysam.train`` shipped with ``runtime_env.py_modules``, its

@@ -16,7 +16,8 @@ METRICS = ("miou_point", "miou_box", "miou_corrected")
 
 def evaluate_model(model, dataset: str, split: str = "val", rounds: int = 3,
                    max_objects: int | None = 32, min_px: int = 10, seed: int = 0) -> dict:
-    """Metrics of one model (a :class:`~.models.LoadedModel` or a spec) on ``split``."""
+    """Metrics of one model (a :class:`~.models.LoadedModel` or a spec) on ``split``
+    ("val", "train", or "auto": the set's held-out split, all of it when it has one split)."""
     import numpy as np
     import torch
 
@@ -28,10 +29,12 @@ def evaluate_model(model, dataset: str, split: str = "val", rounds: int = 3,
     from napari_raysam.core.sam.tiles import fixed_tiles, tile_arrays
 
     ts = open_dataset(dataset)
+    split = ts.evaluation_split() if split == "auto" else split
     if split == "val" and not ts.has_val:
         raise RaysamError(ts.split_warning or f"{dataset} has no val split; export more images.")
     if not ts.split(split):
-        raise RaysamError(f"{dataset} has no {split!r} samples to evaluate on.")
+        raise RaysamError(f"{dataset} has no images in its {split!r} split to evaluate on; "
+                          "choose another set or split, or export annotated images into it.")
     loaded = load_model(model) if isinstance(model, str) else model
     sam, size = loaded.sam.eval(), loaded.img_size
     samples = load_shard(dataset, split, normalisation=loaded.normalisation)

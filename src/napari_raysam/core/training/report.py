@@ -57,6 +57,15 @@ def verdict(before: dict | None, after: dict | None, tolerance: float = 0.005
                          f"than {tolerance} ({detail}).")
 
 
+def rows_verdict(base: dict, tuned: dict) -> tuple[str, str]:
+    """:func:`verdict` of two evaluation rows (``core.sam.evaluate.evaluate_model``: base model,
+    then fine-tuned) scored on the same set, so a test set is judged by the same rule."""
+    def scores(row: dict) -> dict:
+        return {key: row.get(key.removeprefix("val_")) for key in METRIC_NAMES}
+
+    return verdict(scores(base), scores(tuned))
+
+
 def best_epoch(history: list[dict]) -> int | None:
     """The epoch with the highest :data:`BEST_METRIC` (the earliest on a tie); None when no
     epoch was validated."""
