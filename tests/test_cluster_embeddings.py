@@ -234,6 +234,7 @@ def test_segment_dock_opens_every_plane_after_compute_on_cluster(
     assert f"{N_PLANES} plane embedding(s) pulled" in dock.status.text()
     assert row.button.text() == "Compute on cluster"
     calls = _no_local_encoding(monkeypatch)
+    qtbot.mouseClick(dock.embed_button, Qt.MouseButton.LeftButton)
     for z in range(N_PLANES):
         viewer.dims.set_current_step(0, z)
         qtbot.waitUntil(lambda z=z: dock._embedded_for is not None and not dock.busy

@@ -79,7 +79,7 @@ class ClusterEmbedRow(QWidget):
                                        index=self.index, head=self.head)
 
         self.button.setEnabled(False)
-        return self._run(work, self._submitted, f"Uploading the planes of '{layer.name}' and "
+        return self._run(work, (), self._submitted, f"Uploading the planes of '{layer.name}' and "
                          "submitting the embedding job...")
 
     def _submitted(self, result) -> None:
@@ -126,10 +126,8 @@ class ClusterEmbedRow(QWidget):
         missing = f"; {counts['missing']} not finished on the cluster" if counts["missing"] \
             else ""
         show_status(self.dock.status, f"{counts['pulled']} plane embedding(s) pulled into the "
-                    f"cache{missing}: those planes open without computing.")
-        dock = self.dock
-        if dock.image_layer is not None and dock.embeddings is None and not dock.busy:
-            dock.compute_embedding()  # a cache hit now
+                    f"cache{missing}: those planes open without computing (Compute embedding, "
+                    "then move through the planes).")
 
     def cancel(self):
         if self.record is None:
