@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from napari_raysam.core.apply.inputs import is_candidate
 from napari_raysam.core.apply.segmenter import (
+    FAILED,
     ApplySettings,
     Segmenter,
     output_dir,
@@ -102,8 +103,13 @@ def run_apply(config: ApplyConfig, on_event: Callable[[dict], None] | None = Non
     storage = Storage.open(config.storage, side="the cluster")
     log = EventLog(storage.child("runs", config.name))
 
-    def emit(event: dict) -> None:
-        event = log.append({"run": config.name, **event})
+    def emit(event: dict, best_effort: bool = False) -> None:
+        event = {"run": config.name, **event}
+        try:
+            event = log.append(event)
+        except (OSError, RaysamError):
+            if not best_effort:  # best effort: the storage that failed may refuse it too
+                raise
         if on_event:
             on_event(event)
 
@@ -126,7 +132,15 @@ def run_apply(config: ApplyConfig, on_event: Callable[[dict], None] | None = Non
             fn_constructor_args=(config.model, config.storage, key, config.settings))
         new = 0
         for out in ds.iter_rows():
-            rows.append(json.loads(out["row"]))
+            row = json.loads(out["row"])
+            if row["status"] == FAILED:
+                # the storage refused the results: stop here. Finished images keep their
+                # outputs (row last), so a re-run does only the rest.
+                emit({"event": "end", "status": "failed", "error": row["reason"],
+                      "total": total, "segmented": new, "seconds": time.monotonic() - t0,
+                      "model_key": key}, best_effort=True)
+                raise RaysamError(row["reason"])
+            rows.append(row)
             new += 1
             rate = new / max(time.monotonic() - t0, 1e-6)
             emit({"event": "progress", "done": len(rows), "total": total, "new": new,
