@@ -284,6 +284,7 @@ def test_storage_refusing_a_write_mid_job_fails_the_run_with_the_reason(ray_head
     events = list(follow(record))
     assert RunIndex().get(record.name).state == "FAILED"
     status = next(e for e in events if e.get("status") == "FAILED")
+    assert status["message"].startswith("the batch segmentation job failed")
     reason = failure_reason(status["log_tail"], limit=2000)
     assert reason.startswith("Could not write the results of img2.tif"), status["log_tail"]
     assert str(tmp_path / "st") in reason and "writable" in reason

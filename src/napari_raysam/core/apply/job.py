@@ -126,9 +126,12 @@ def run_apply(config: ApplyConfig, on_event: Callable[[dict], None] | None = Non
     t0 = time.monotonic()
     if todo:
         ensure_ray(log_to_driver=False)
+        # A killed actor is restarted and its unfinished batches run again (Ray Data's actor
+        # pool defaults since 2.x, spelled out: a lost worker must lose no image). A retried
+        # image is written again under the same content-addressed names, so never twice.
         ds = ray.data.from_items(todo).map_batches(
             Segmenter, batch_size=1, concurrency=config.workers,
-            num_cpus=config.settings.threads,
+            num_cpus=config.settings.threads, max_restarts=-1, max_task_retries=-1,
             fn_constructor_args=(config.model, config.storage, key, config.settings))
         new = 0
         for out in ds.iter_rows():
