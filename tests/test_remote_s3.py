@@ -343,3 +343,40 @@ def test_train_dock_with_a_saved_s3_profile(qtbot, make_napari_viewer, s3, clust
     assert sorted(dock.plot.epochs) == [1, 2]
     assert Path(dock.model.path).is_file()
     assert any(k.endswith("/model.pt") for k in s3.keys_under("dock/runs/"))
+
+
+def test_apply_on_the_token_auth_head_over_s3(s3, cluster, client_env, tmp_path):
+    """`napari-raysam apply` against the isolated head: inputs up to S3, label TIFFs and the
+    table back; the same command again segments nothing."""
+    import csv
+
+    import numpy as np
+    import tifffile
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, sample in enumerate(make_samples(2, shape=(128, 128))):
+        tifffile.imwrite(folder / f"img{i}.tif", sample.image)
+
+    def apply(out: Path) -> tuple[Client, dict]:
+        client = Client(client_env, "apply", str(folder), "--model", "tiny_cells", "--out",
+                        str(out), "--address", cluster.head.address, "--token-env",
+                        "RAYSAM_TOKEN", "--storage", s3.uri("apply"), "--json")
+        assert client.finish(timeout=600) == 0, client.text[-5000:]
+        return client, next(e for e in client.events() if e.get("event") == "end")
+
+    first, end = apply(tmp_path / "out")
+    assert (end["status"], end["segmented"], end["reused"]) == ("ok", 2, 0), first.text[-3000:]
+    with open(tmp_path / "out" / "table.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["image"], r["status"], r["labels"]) for r in rows] == [
+        (f"img{i}.tif", "ok", f"img{i}_labels.tif") for i in range(2)]
+    for r in rows:
+        labels = tifffile.imread(tmp_path / "out" / r["labels"])
+        assert labels.shape == (128, 128) and int(r["objects"]) == len(np.unique(labels)) - 1 > 0
+    assert len([k for k in s3.keys_under("apply/applied/") if k.endswith(".tif")]) == 2
+    again, end = apply(tmp_path / "out2")
+    assert (end["segmented"], end["reused"]) == (0, 2)
+    assert (tmp_path / "out2" / "table.csv").read_text() == \
+        (tmp_path / "out" / "table.csv").read_text()
+    _assert_no_secrets(first.text + again.text, cluster, s3)

@@ -15,6 +15,7 @@ refused, and messages never repeat one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
@@ -94,6 +95,10 @@ def explain(exc: BaseException, uri: str, side: str) -> str:
     text = str(exc)
     low = text.lower()
     where = f"The storage {redact(uri)}, as seen from {side},"
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) \
+            or "no space left" in low or "quota exceeded" in low:
+        return (f"{where} is full (no space left on the device, or over its quota). Free "
+                "space there (or raise the quota), or pick another storage URI.")
     if "no_such_bucket" in low or "nosuchbucket" in low or "bucket does not exist" in low \
             or ("bucket" in low and "not found" in low):
         return (f"{where} names a bucket that does not exist. Create the bucket (e.g. `mc mb` "
@@ -119,7 +124,9 @@ def explain(exc: BaseException, uri: str, side: str) -> str:
         return (f"{where} is unreachable (its endpoint does not answer). Check the host and port "
                 f"in endpoint_override and that this address is reachable from {side}.")
     first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
-    return f"{where} failed: {redact(first)}. Check the URI, the bucket and the credentials."
+    fix = ("Check the URI, the bucket and the credentials." if is_remote_uri(uri) else
+           "Check that the folder is writable there and has free space.")
+    return f"{where} failed: {redact(first)}. {fix}"
 
 
 def _hash_stream(stream, sink: Callable[[bytes], None] | None = None) -> str:
@@ -225,9 +232,22 @@ class Storage:
             return
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         tmp = f"{path}.part-{secrets.token_hex(4)}"
-        with self.fs.open_output_stream(tmp) as out:
-            out.write(data)
-        self.fs.move(tmp, path)
+        try:
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(data)
+            self.fs.move(tmp, path)
+        except BaseException:
+            self.remove(tmp)  # a full disk leaves no torn temporary behind
+            raise
+
+    def remove(self, path: str) -> None:
+        """Delete the file at ``path`` if there is one; a failure to delete is ignored (this
+        cleans up after another failure, which is the one to report)."""
+        try:
+            if self.exists(path):
+                self.fs.delete_file(path)
+        except OSError:
+            pass
 
     def _info(self, path: str):
         return self.fs.get_file_info(path)
@@ -295,8 +315,7 @@ class Storage:
             if tmp != path:
                 self.fs.move(tmp, path)
         except BaseException:
-            if self.exists(tmp):
-                self.fs.delete_file(tmp)
+            self.remove(tmp)
             raise
         self.write_bytes(f"{path}{SIDECAR}", local_sha.encode())
         return local_sha

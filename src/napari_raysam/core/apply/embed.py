@@ -132,14 +132,9 @@ def run_embed(config: EmbedConfig, on_event: Callable[[dict], None] | None = Non
     emit({"event": "start", "kind": "embed", "total": len(items), "workers": config.workers,
           "model": config.model, "precision": config.precision})
     rows: list[dict] = []
-    progress = Progress(emit, len(items), 0, unit="planes")
-
-    def on_row(row: dict) -> None:
-        rows.append(row)
-        progress.step()
-
+    progress = Progress(emit, len(items), 0, unit="planes", counted="computed")
     run_pool(items, Embedder, (config.model, config.storage, config.precision, config.threads),
-             config.workers, config.threads, on_row)
+             config.workers, config.threads, progress, rows.append)
     rows.sort(key=lambda r: r["plane"])
     run = storage.child("runs", config.name)
     run.write_bytes(run.path(RESULTS_FILE), json.dumps(rows).encode())

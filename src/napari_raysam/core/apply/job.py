@@ -106,14 +106,10 @@ def run_apply(config: ApplyConfig, on_event: Callable[[dict], None] | None = Non
     emit({"event": "start", "kind": "apply", "total": total, "todo": len(todo),
           "reused": len(rows), "skipped_files": len(skipped), "workers": config.workers,
           "model": config.model, "model_key": key})
-    progress = Progress(emit, total, len(rows))
+    progress = Progress(emit, total, len(rows), counted="segmented")
     if todo:
-        def on_row(row: dict) -> None:
-            rows.append(row)
-            progress.step()
-
         run_pool(todo, Segmenter, (config.model, config.storage, key, config.settings),
-                 config.workers, config.settings.threads, on_row)
+                 config.workers, config.settings.threads, progress, rows.append)
     rows += skipped
     rows.sort(key=lambda r: r["image"])
     _write_results(storage.child("runs", config.name), rows)

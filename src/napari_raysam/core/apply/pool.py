@@ -10,7 +10,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from napari_raysam.core.storage import Storage
+from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.storage import Storage, StorageError
+
+#: The key of a row whose results the storage refused (never stored: it stops the run).
+FAILED = "failed"
 
 
 def event_sink(storage: Storage, run: str, on_event: Callable[[dict], None] | None
@@ -21,8 +25,13 @@ def event_sink(storage: Storage, run: str, on_event: Callable[[dict], None] | No
 
     log = EventLog(storage.child("runs", run))
 
-    def emit(event: dict) -> None:
-        event = log.append({"run": run, **event})
+    def emit(event: dict, best_effort: bool = False) -> None:
+        event = {"run": run, **event}
+        try:
+            event = log.append(event)
+        except (OSError, RaysamError):
+            if not best_effort:  # best effort: the storage that failed may refuse it too
+                raise
         if on_event:
             on_event(event)
 
@@ -45,8 +54,14 @@ class ModelActor:
         self.storage = Storage.open(storage_uri, side="the cluster")
 
     def __call__(self, batch: dict) -> dict:
-        n = len(batch[self.fields[0]])
-        rows = [self.one(*(str(batch[f][i]) for f in self.fields)) for i in range(n)]
+        rows = []
+        for i in range(len(batch[self.fields[0]])):
+            try:
+                rows.append(self.one(*(str(batch[f][i]) for f in self.fields)))
+            except StorageError as exc:
+                # returned, not raised: Ray would bury the message in a traceback; run_pool
+                # stops the run with it
+                rows.append({FAILED: str(exc)})
         return {"row": np.array([json.dumps(r) for r in rows], dtype=object)}
 
     def one(self, *values: str) -> dict:
@@ -54,28 +69,42 @@ class ModelActor:
 
 
 def run_pool(items: list[dict], actor: type[ModelActor], actor_args: tuple, workers: int,
-             threads: int, on_row: Callable[[dict], None]) -> None:
+             threads: int, progress: Progress, on_row: Callable[[dict], None]) -> None:
     """Run ``actor`` over ``items`` (one item per call) in ``workers`` actors of ``threads``
-    CPUs each; ``on_row`` gets every result row as it arrives."""
+    CPUs each; ``on_row`` gets every result row as it arrives, ``progress`` steps. When the
+    storage refuses an item's results, the run ends there: an ``end`` event with the reason,
+    then StorageError (what finished stays in storage; a re-run does the rest)."""
     import ray
 
     from napari_raysam.core.job_env import ensure_ray
 
     ensure_ray(log_to_driver=False)
+    # A killed actor is restarted and its unfinished batches run again (Ray Data's actor pool
+    # defaults, spelled out: a lost worker must lose no item). A retried item is written again
+    # under the same content-addressed names, so never twice.
     ds = ray.data.from_items(items).map_batches(
-        actor, batch_size=1, concurrency=workers, num_cpus=threads,
-        fn_constructor_args=actor_args)
+        actor, batch_size=1, concurrency=workers, num_cpus=threads, max_restarts=-1,
+        max_task_retries=-1, fn_constructor_args=actor_args)
     for out in ds.iter_rows():
-        on_row(json.loads(out["row"]))
+        row = json.loads(out["row"])
+        if FAILED in row:
+            progress.emit({"event": "end", "status": "failed", "error": row[FAILED],
+                           "total": progress.total, progress.counted: progress.new,
+                           "seconds": progress.elapsed()}, best_effort=True)
+            raise StorageError(row[FAILED])
+        on_row(row)
+        progress.step()
 
 
 class Progress:
     """``progress`` events for a job of ``total`` items, ``already`` of them done before it
-    started (reused); ``unit`` names the items ("images", "planes")."""
+    started (reused); ``unit`` names the items ("images", "planes"); ``counted`` is what its
+    ``end`` event calls the items this run did ("segmented", "computed")."""
 
-    def __init__(self, emit: Callable[[dict], None], total: int, already: int,
-                 unit: str = "images"):
+    def __init__(self, emit: Callable[..., None], total: int, already: int,
+                 unit: str = "images", counted: str = "new"):
         self.emit, self.total, self.already, self.unit = emit, total, already, unit
+        self.counted = counted  # the end event's name for the items done by this run
         self.new = 0
         self.todo = total - already
         self.t0 = time.monotonic()

@@ -20,7 +20,7 @@ import numpy as np
 from napari_raysam.core.apply.inputs import InputSkipped, read_planes
 from napari_raysam.core.apply.pool import ModelActor
 from napari_raysam.core.images import ImageError
-from napari_raysam.core.storage import SIDECAR, Storage
+from napari_raysam.core.storage import SIDECAR, Storage, StorageError, explain
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,10 @@ class Segmenter(ModelActor):
         self.cache_root = tempfile.mkdtemp(prefix="raysam-apply-")
 
     def one(self, name: str, path: str, sha256: str) -> dict:
-        """Segment one input; the row says ``ok`` or ``skipped`` with the reason."""
+        """Segment one input; the row says ``ok`` or ``skipped`` with the reason. StorageError
+        (naming the storage and the fix) when its results cannot be written."""
         st = self.storage
+        files = {}
         try:
             planes = read_planes(name, st.read_bytes(path) or b"")
             labels = segment_planes(self.model, planes, self.settings, self.cache_root)
@@ -103,11 +105,28 @@ class Segmenter(ModelActor):
         else:
             rel = "/".join((*output_dir(self.key), f"{sha256}.tif"))
             data = _tiff_bytes(labels)
-            st.write_bytes(st.path(rel), data)
-            st.write_bytes(st.path(rel) + SIDECAR, hashlib.sha256(data).hexdigest().encode())
+            files[st.path(rel)] = data
+            files[st.path(rel) + SIDECAR] = hashlib.sha256(data).hexdigest().encode()
             row = table_row(name, sha256, labels, "ok", labels_path=rel)
-        st.write_bytes(row_path(st, self.key, sha256), json.dumps(row).encode())
+        files[row_path(st, self.key, sha256)] = json.dumps(row).encode()  # the row last
+        self._write_all(name, files)
         return row
+
+    def _write_all(self, name: str, files: dict[str, bytes]) -> None:
+        """Write ``files`` in order; when the storage refuses one (full, read-only), remove
+        those already written, so the image has no outputs and a re-run does it again."""
+        written = []
+        try:
+            for path, data in files.items():
+                self.storage.write_bytes(path, data)
+                written.append(path)
+        except OSError as exc:
+            for path in written:
+                self.storage.remove(path)
+            raise StorageError(
+                f"Could not write the results of {name}. "
+                f"{explain(exc, self.storage.uri, 'the cluster')} Images finished before are "
+                "kept: run the same command again to do the rest.") from None
 
 
 def settings_key(settings: ApplySettings) -> dict:

@@ -76,7 +76,8 @@ def _record_status(index: RunIndex, record: RunRecord, status: str, client) -> d
     event = {"event": "status", "run": record.name, "status": status, "message": ""}
     if status == "FAILED":
         changes["log_tail"] = event["log_tail"] = _log_tail(client, record.name)
-        event["message"] = changes["message"] = "the training job failed; see the log tail"
+        job = "batch segmentation" if record.kind == "apply" else "training"
+        event["message"] = changes["message"] = f"the {job} job failed; see the log tail"
     if status == "STOPPED":
         changes.update(cancelled=True, partial=True)
         event["message"] = changes["message"] = "cancelled; the last checkpoint is kept (partial)"
