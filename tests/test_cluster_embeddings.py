@@ -241,3 +241,22 @@ def test_segment_dock_opens_every_plane_after_compute_on_cluster(
                         and dock._embedded_for.plane_index == (z,), timeout=60_000)
         assert dock.embeddings is not None, dock.status.text()
     assert calls == []
+
+
+def test_storage_refusing_an_entry_stops_the_job_with_the_reason(tmp_path):
+    """The cluster cannot write an entry (here a file sits where the embeddings folder goes):
+    the actor hands back the reason, which ends the run (core.apply.pool), and leaves no
+    manifest, so nothing incomplete is ever pulled."""
+    uri = str(tmp_path / "st")
+    storage = Storage.open(uri)
+    storage.check_writable()
+    (tmp_path / "st" / "embeddings").write_text("not a folder")
+    path = write_plane(tmp_path, 0, np.full((48, 48, 3), 99, np.uint8))
+    storage.put_file(path, storage.path("inputs", path.name))
+    actor = Embedder("tiny", uri, "fp32", 1)
+    out = actor({"name": [path.name], "path": [storage.path("inputs", path.name)]})
+    row = json.loads(out["row"][0])
+    assert list(row) == ["failed"]
+    assert "Cannot write the embedding of plane00000.tif" in row["failed"]
+    assert "free space or fix the permissions" in row["failed"]
+    assert not list(actor.cache.root.iterdir())  # the node's temporary entry is gone
