@@ -185,11 +185,17 @@ def test_entries_of_other_weights_or_shapes_never_enter_the_cache(tmp_path, tiny
     with pytest.raises(RaysamError, match="does not fit this image"):
         pull_embeddings(record, tiny_model, cache)
     assert not cache.has(record.config["planes"][0]["key"])
+    assert cache.has(record.config["planes"][1]["key"])  # the other plane is still pulled
     assert not [p for p in cache.root.iterdir() if p.name.startswith(".")]
     # a manifest naming a file outside its entry
+    cache = EmbeddingCache(tmp_path / "cache2")
     key = record.config["planes"][1]["key"]
     storage.write_bytes(storage.path("embeddings", f"{key}.json"),
                         json.dumps({"files": {"../../evil": "0" * 64}}).encode())
+    with pytest.raises(RaysamError, match="outside its folder"):
+        pull_embeddings(_record(storage, tiny_model, rgbs[1:2]), tiny_model, cache)
+    storage.write_bytes(storage.path("embeddings", f"{key}.json"),  # Windows' separators
+                        json.dumps({"files": {"..\\..\\evil": "0" * 64}}).encode())
     with pytest.raises(RaysamError, match="outside its folder"):
         pull_embeddings(_record(storage, tiny_model, rgbs[1:2]), tiny_model, cache)
     assert not cache.has(key)
@@ -258,5 +264,5 @@ def test_storage_refusing_an_entry_stops_the_job_with_the_reason(tmp_path):
     row = json.loads(out["row"][0])
     assert list(row) == ["failed"]
     assert "Cannot write the embedding of plane00000.tif" in row["failed"]
-    assert "free space or fix the permissions" in row["failed"]
+    assert str(tmp_path / "st") in row["failed"] and "run it again" in row["failed"]
     assert not list(actor.cache.root.iterdir())  # the node's temporary entry is gone

@@ -126,11 +126,13 @@ class ProfileCombo(QComboBox):
         super().showPopup()
 
     def profile(self):
-        """The chosen profile (the embedded local cluster when none is chosen)."""
-        from napari_raysam.core.cluster import ClusterProfile
-
+        """The chosen profile; RaysamError when it was deleted meanwhile (never another)."""
         name = self.currentText()
-        return next((p for p in self.profiles.list() if p.name == name), ClusterProfile())
+        found = next((p for p in self.profiles.list() if p.name == name), None)
+        if found is None:
+            raise RaysamError(f"The cluster profile {name!r} no longer exists; choose another "
+                              "(profiles are saved in the Train dock).")
+        return found
 
 
 def unwrap(obj):

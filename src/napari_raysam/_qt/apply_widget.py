@@ -121,9 +121,13 @@ class ApplyWidget(DockLifetime, QWidget):
             show_status(self.status, "Choose the images folder and a results folder first.",
                         error=True)
             return None
+        try:
+            profile = self.profile()
+        except RaysamError as exc:
+            return self._on_error(exc)
         self.open_button.setEnabled(False)
         self.progress_bar.reset()
-        args = (self.profile(), images, self.model_edit.text().strip() or "tiny_cells",
+        args = (profile, images, self.model_edit.text().strip() or "tiny_cells",
                 self.workers_spin.value(), 1, self.index, self.head)
         return self._run(submit_apply, args, self.follow, "Uploading the images and submitting...")
 

@@ -21,7 +21,7 @@ from napari_raysam.core.cluster.local_head import LocalHead
 from napari_raysam.core.errors import RaysamError
 from napari_raysam.core.runs.embed import pull_embeddings, submit_embed
 from napari_raysam.core.runs.records import TERMINAL, RunIndex
-from napari_raysam.core.runs.text import progress_text
+from napari_raysam.core.runs.text import failure_reason, progress_text
 from napari_raysam.core.sam import planes
 
 START, CANCEL = "Compute on cluster", "Cancel cluster job"
@@ -49,6 +49,7 @@ class ClusterEmbedRow(QWidget):
         self.follower = None
         self.workers: list = []
         self.pulled: dict | None = None  # counts of the last pull
+        self.failure: str | None = None  # why the last job failed (None: it did not)
         self.button.clicked.connect(lambda: self.cancel() if self.record else self.start())
         self.destroyed.connect(lambda *_: detach_workers([*self.workers, self.follower]))
 
@@ -61,11 +62,12 @@ class ClusterEmbedRow(QWidget):
             return self._error("No image layer: open an image (or File > Open Sample) first.")
         try:
             channels = parse_channels(dock.channels_edit.text())
+            profile = self.profile_combo.profile()
         except RaysamError as exc:
             return self._error(str(exc))
         data, ndim = layer.data, layer.ndim
         axis = layer.metadata.get("raysam_channel_axis")
-        spec, profile = dock.model_spec(), self.profile_combo.profile()
+        spec = dock.model_spec()
 
         def work():
             from napari_raysam.core.sam.models import load_model
@@ -102,10 +104,11 @@ class ClusterEmbedRow(QWidget):
             bar.setValue(int(event.get("done") or 0))
             show_status(self.dock.status, progress_text(event))
         elif kind == "status" and event.get("status") in TERMINAL:
+            self.failure = None
             if event["status"] == "FAILED":
-                show_status(self.dock.status, f"{self.record.name} failed: "
-                            f"{(event.get('log_tail') or '')[-300:]}", error=True)
-            self._pull()
+                self.failure = (f"{self.record.name} failed: "
+                                f"{failure_reason(event.get('log_tail'), 500) or 'see its log'}")
+            self._pull()  # what finished before the end is pulled all the same
         elif kind == "error":
             self._error(event.get("message", ""))
             self._ended()
@@ -125,6 +128,10 @@ class ClusterEmbedRow(QWidget):
         self.dock.update_cache_label()
         missing = f"; {counts['missing']} not finished on the cluster" if counts["missing"] \
             else ""
+        if self.failure:
+            show_status(self.dock.status, f"{self.failure}. {counts['pulled']} plane "
+                        f"embedding(s) pulled{missing}.", error=True)
+            return
         show_status(self.dock.status, f"{counts['pulled']} plane embedding(s) pulled into the "
                     f"cache{missing}: those planes open without computing (Compute embedding, "
                     "then move through the planes).")

@@ -359,8 +359,10 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
         base, tuned = self.model.base_model, f"run:{self.model.name}"
         self.evaluate_button.setEnabled(False)
         self.evaluation.setText("")
+        scored = self.model  # a result for a model replaced meanwhile is dropped
         self.evaluating = self._run(
-            compare_on_set, (base, tuned, folder), self._evaluated,
+            compare_on_set, (base, tuned, folder),
+            lambda result: self._evaluated(result) if self.model is scored else None,
             f"Evaluating {base} and {tuned} on {folder} (base, then fine-tuned)...",
             finished=self._evaluation_ended)
         return self.evaluating

@@ -27,7 +27,7 @@ import numpy as np
 from napari_raysam.core.apply.pool import ModelActor, Progress, event_sink, run_pool
 from napari_raysam.core.apply.table import RESULTS_FILE
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.storage import Storage, StorageError, file_sha256, redact
+from napari_raysam.core.storage import Storage, StorageError, explain, file_sha256, redact
 
 EMBEDDINGS = "embeddings"
 PRECISIONS = ("fp32", "bf16")
@@ -95,7 +95,11 @@ class Embedder(ModelActor):
         from napari_raysam.core.sam.embeddings import Tiling
 
         st = self.storage
-        rgb = read_rgb(st.read_bytes(path) or b"")
+        try:
+            rgb = read_rgb(st.read_bytes(path) or b"")
+        except (OSError, ValueError) as exc:  # ends the run with the reason (core.apply.pool)
+            raise StorageError(f"Cannot read the plane {name} from the storage ({exc}); press "
+                               "Compute on cluster again to upload it anew.") from None
         tiling = Tiling.auto(rgb.shape, self.model.img_size)
         key = self.cache.key(self.model, rgb, tiling, self.precision)
         if read_manifest(st, key) is not None:
@@ -108,9 +112,9 @@ class Embedder(ModelActor):
             st.upload_files(entry, files, entry_dir(key))
             st.write_bytes(manifest_path(st, key), json.dumps({"files": files}).encode())
         except OSError as exc:
-            raise StorageError(f"Cannot write the embedding of {name} to "
-                               f"{redact(st.uri)} ({exc}); free space or fix the permissions "
-                               "there and run it again (finished planes are kept).") from exc
+            raise StorageError(f"Cannot write the embedding of {name}. "
+                               f"{explain(exc, st.uri, 'the cluster')} Finished planes are "
+                               "kept: run it again to do the rest.") from None
         finally:
             shutil.rmtree(entry, ignore_errors=True)
         return {"plane": name, "key": key, "reused": False}
@@ -132,7 +136,7 @@ def run_embed(config: EmbedConfig, on_event: Callable[[dict], None] | None = Non
     emit({"event": "start", "kind": "embed", "total": len(items), "workers": config.workers,
           "model": config.model, "precision": config.precision})
     rows: list[dict] = []
-    progress = Progress(emit, len(items), 0, unit="planes", counted="computed")
+    progress = Progress(emit, len(items), 0, unit="planes", counted="done")
     run_pool(items, Embedder, (config.model, config.storage, config.precision, config.threads),
              config.workers, config.threads, progress, rows.append)
     rows.sort(key=lambda r: r["plane"])

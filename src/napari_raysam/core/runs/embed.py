@@ -106,6 +106,7 @@ def pull_embeddings(record: RunRecord, model, cache: EmbeddingCache | None = Non
     storage = Storage.open(record.storage)
     planes = record.config.get("planes") or []
     counts = {"pulled": 0, "present": 0, "missing": 0}
+    refused: list[RaysamError] = []
     for plane in planes:
         key = plane["key"]
         if cache.has(key):
@@ -115,8 +116,13 @@ def pull_embeddings(record: RunRecord, model, cache: EmbeddingCache | None = Non
         if files is None:
             counts["missing"] += 1
             continue
-        _pull_entry(storage, cache, key, files, model, tuple(plane["shape"]))
-        counts["pulled"] += 1
+        try:
+            _pull_entry(storage, cache, key, files, model, tuple(plane["shape"]))
+            counts["pulled"] += 1
+        except RaysamError as exc:  # the other planes are still pulled
+            refused.append(exc)
+    if refused:
+        raise refused[0]
     if counts["missing"]:
         _explain_missing(storage, record, planes)
     return counts
@@ -128,7 +134,8 @@ def _pull_entry(storage: Storage, cache: EmbeddingCache, key: str, files: dict[s
     try:
         for rel, sha in files.items():
             parts = PurePosixPath(rel).parts
-            if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
+            if not parts or PurePosixPath(rel).is_absolute() or ".." in parts \
+                    or any("\\" in p or ":" in p for p in parts):  # Windows: C:x, ..\x
                 raise RaysamError(f"The embedding {key} in the storage names a file outside "
                                   f"its folder ({rel!r}); it was not used.")
             storage.download(storage.path(*entry_dir(key), rel), tmp.joinpath(*parts), sha)
@@ -145,7 +152,10 @@ def _explain_missing(storage: Storage, record: RunRecord, planes: list[dict]) ->
     data = run.read_bytes(run.path(RESULTS_FILE))
     if data is None:
         return
-    theirs = {r["plane"]: r["key"] for r in json.loads(data)}
+    try:
+        theirs = {r["plane"]: r["key"] for r in json.loads(data)}
+    except (ValueError, KeyError, TypeError):
+        return  # a damaged results file explains nothing; the counts say what is missing
     differ = [p["name"] for p in planes if theirs.get(p["name"], p["key"]) != p["key"]]
     if differ:
         raise RaysamError(

@@ -45,7 +45,8 @@ def fetch(record: RunRecord, store: Path | None = None, index: RunIndex | None =
     if record.kind != "train":
         raise RaysamError(f"{record.name} is not a training run (it is {record.kind!r}): it has "
                           "no model to fetch. Batch-segmentation runs are fetched with --out "
-                          "DIR; the Segment dock pulls embedding runs itself.")
+                          "DIR; for an embedding run press Compute on cluster again in the "
+                          "Segment dock (finished planes are reused from storage).")
     name = safe_name(record.name, "run name")
     store, dest = model_dest(store, name)
     storage = Storage.open(record.storage)

@@ -64,6 +64,10 @@ def history(record: RunRecord) -> list[dict]:
         return []
 
 
+#: What a failed job is called in its status message, by run kind.
+JOB_NAMES = {"train": "training", "apply": "batch segmentation", "embed": "embedding"}
+
+
 def _log_tail(client, name: str, lines: int = 40) -> str:
     try:
         return "\n".join(client.get_job_logs(name).splitlines()[-lines:])
@@ -76,11 +80,14 @@ def _record_status(index: RunIndex, record: RunRecord, status: str, client) -> d
     event = {"event": "status", "run": record.name, "status": status, "message": ""}
     if status == "FAILED":
         changes["log_tail"] = event["log_tail"] = _log_tail(client, record.name)
-        job = "batch segmentation" if record.kind == "apply" else "training"
+        job = JOB_NAMES.get(record.kind, "training")
         event["message"] = changes["message"] = f"the {job} job failed; see the log tail"
     if status == "STOPPED":
-        changes.update(cancelled=True, partial=True)
-        event["message"] = changes["message"] = "cancelled; the last checkpoint is kept (partial)"
+        training = record.kind == "train"
+        changes.update(cancelled=True, partial=training)
+        event["message"] = changes["message"] = (
+            "cancelled; the last checkpoint is kept (partial)" if training
+            else "cancelled; what was finished is kept")
     if status in TERMINAL:
         changes["ended"] = now_iso()
     try:
