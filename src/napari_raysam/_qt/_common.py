@@ -207,6 +207,17 @@ def run_in_worker(func: Callable, args: tuple, done: Callable, error: Callable,
     return worker
 
 
+def start_worker(workers: list, status: QLabel, message: str, func: Callable, args: tuple,
+                 done: Callable, error: Callable, finished: Callable | None = None):
+    """Say ``message`` in ``status`` and run ``func(*args)`` in a worker (:func:`run_in_worker`)
+    that is kept in ``workers`` until it finishes (a dock detaches those when it goes)."""
+    show_status(status, message)
+    worker = run_in_worker(func, args, done, error, finished)
+    workers.append(worker)
+    worker.finished.connect(lambda: workers.remove(worker))
+    return worker
+
+
 def follow_run(record, index, head, on_event: Callable, on_failed: Callable) -> StreamThread:
     """Follow a run (``core.runs.follow``, history replayed) on a thread of its own; its events
     arrive in Qt as ``on_event``, a RaysamError as ``on_failed``."""

@@ -26,9 +26,9 @@ from napari_raysam._qt._common import (
     detach_workers,
     follow_run,
     preload,
-    run_in_worker,
     show_status,
     spin,
+    start_worker,
 )
 from napari_raysam._qt._dock import find_dock, scroll_body
 from napari_raysam.core import runs
@@ -189,11 +189,7 @@ class ApplyWidget(DockLifetime, QWidget):
         return shown
 
     def _run(self, func, args, done, message):
-        show_status(self.status, message)
-        worker = run_in_worker(func, args, done, self._on_error)
-        self.workers.append(worker)
-        worker.finished.connect(lambda: self.workers.remove(worker))
-        return worker
+        return start_worker(self.workers, self.status, message, func, args, done, self._on_error)
 
     def _on_error(self, exc) -> None:
         show_status(self.status, str(exc), error=True)

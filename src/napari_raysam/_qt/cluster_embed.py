@@ -12,8 +12,8 @@ from napari_raysam._qt._common import (
     detach_workers,
     follow_run,
     parse_channels,
-    run_in_worker,
     show_status,
+    start_worker,
 )
 from napari_raysam.core import runs
 from napari_raysam.core.cluster import ProfileStore
@@ -151,11 +151,8 @@ class ClusterEmbedRow(QWidget):
         self.button.setEnabled(True)
 
     def _run(self, func, args, done, message, error=None):
-        show_status(self.dock.status, message)
-        worker = run_in_worker(func, args, done, error or self._error)
-        self.workers.append(worker)
-        worker.finished.connect(lambda: self.workers.remove(worker))
-        return worker
+        return start_worker(self.workers, self.dock.status, message, func, args, done,
+                            error or self._error)
 
     def _error(self, exc) -> None:
         show_status(self.dock.status, str(exc), error=True)

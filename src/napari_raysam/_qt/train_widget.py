@@ -18,8 +18,8 @@ from napari_raysam._qt._common import (
     detach_workers,
     follow_run,
     preload,
-    run_in_worker,
     show_status,
+    start_worker,
 )
 from napari_raysam._qt._dock import find_dock
 from napari_raysam._qt.gc_pauses import QuietCollector
@@ -389,11 +389,8 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
             return None
 
     def _run(self, func, args, done, message, error=None, finished=None):
-        show_status(self.status, message)
-        worker = run_in_worker(func, args, done, error or self._on_error, finished)
-        self.workers.append(worker)
-        worker.finished.connect(lambda: self.workers.remove(worker))
-        return worker
+        return start_worker(self.workers, self.status, message, func, args, done,
+                            error or self._on_error, finished)
 
     def _on_error(self, exc) -> None:
         show_status(self.status, str(exc), error=True)
