@@ -63,6 +63,24 @@ def tiny_model():
     return load_model("tiny", device="cpu")
 
 
+@pytest.fixture
+def dock(make_napari_viewer, tmp_path):
+    """The Segment dock (tiny model) on a synthetic 160x192 'cells' image, as (viewer, widget);
+    ``widget.sample`` holds the image's ground truth. A module's own ``dock`` overrides it."""
+    from napari_raysam._qt.segment_widget import SegmentWidget
+    from napari_raysam.core.dataset.synthetic import make_sample
+    from napari_raysam.core.sam.embeddings import EmbeddingCache
+
+    viewer = make_napari_viewer()
+    sample = make_sample((160, 192), seed=4)
+    viewer.add_image(sample.image, name="cells")
+    widget = SegmentWidget(viewer, cache=EmbeddingCache(tmp_path / "emb"))
+    widget.model_combo.setCurrentText("tiny")  # random weights, seed 0 (tests rely on it)
+    viewer.window.add_dock_widget(widget)
+    widget.sample = sample
+    return viewer, widget
+
+
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """One real ``ray start --head`` on 127.0.0.1 per test module, stopped by its own PID."""

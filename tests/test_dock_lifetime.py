@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_segment_widget import press
+from segment_helpers import press
 
 DOCKS = ("Segment", "Export", "Train")  # the Apply dock listens to no viewer event
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
-from test_segment_widget import cell_centre, click, press
+from segment_helpers import cell_centre, click, press
 
 pytestmark = pytest.mark.ray
 RUN_TIMEOUT = 600_000
