@@ -212,16 +212,25 @@ class IsolatedNode:
         except (requests.RequestException, ValueError, KeyError, TypeError):
             return []
 
-    def wait_nodes(self, n: int, timeout: float = 120.0) -> None:
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def wait_nodes(self, n: int, timeout: float = 120.0,
+                   joining: IsolatedNode | None = None) -> None:
+        """Wait until the head sees ``n`` alive nodes; fail early when the head (or the
+        ``joining`` node) exits, naming its log."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the head exited: {self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"the head exited: {self.log_tail()}")
+            if joining is not None and joining.proc.poll() is not None:
+                raise RuntimeError(f"the joining node exited: {joining.log_tail()}")
             if len(self.alive_nodes()) == n:
                 return
             time.sleep(0.5)
+        joined = f"; joining node log: {joining.log_tail()}" if joining is not None else ""
         raise RuntimeError(f"{n} node(s) not alive after {timeout:.0f} s; head log: "
-                           f"{self.log_path.read_text(errors='replace')[-3000:]}")
+                           f"{self.log_tail()}{joined}")
 
     def train_worker_nodes(self) -> list[str]:
         """Node ids of the alive Ray Train worker actors."""

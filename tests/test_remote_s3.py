@@ -43,11 +43,22 @@ class Cluster:
             self.stop()
             raise
 
-    def add_worker(self) -> IsolatedNode:
-        node = IsolatedNode(self.workdir, self.env, gcs_address=self.head.gcs_address)
-        self.workers.append(node)
-        self.head.wait_nodes(1 + sum(w.proc.poll() is None for w in self.workers))
-        return node
+    def add_worker(self, attempts: int = 3) -> IsolatedNode:
+        """Start a worker node (fresh ports, its own namespace) and wait until the head sees
+        it. A node that exits or never registers (seen once on a loaded CI machine) is stopped
+        and replaced, so one bad start does not take the module's later tests with it."""
+        errors = []
+        for _ in range(attempts):
+            expected = 2 + sum(w.proc.poll() is None for w in self.workers)
+            node = IsolatedNode(self.workdir, self.env, gcs_address=self.head.gcs_address)
+            self.workers.append(node)
+            try:
+                self.head.wait_nodes(expected, timeout=90, joining=node)
+                return node
+            except RuntimeError as e:
+                errors.append(str(e))
+                node.stop()
+        raise RuntimeError("no worker node joined:\n" + "\n---\n".join(errors))
 
     def kill_worker(self) -> None:
         """SIGKILL the live worker node (raylet, workers and all) and wait until the head
