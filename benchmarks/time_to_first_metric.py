@@ -11,11 +11,18 @@ the clock starts before ``LocalHead.start()``. Model ``tiny``, decoder mode, 1 w
 own duration (``epoch_time_s`` in the run's metrics events: train steps + validation) shows how
 much of the wait is one epoch and how much is set-up. Heads are stopped with
 ``LocalHead.stop()`` (by PID), nothing else. The last line is ``RATIO ...`` (seconds).
+
+*floor*: on the same warm head, a job whose ``TorchTrainer`` (same worker count and CPUs) runs
+a loop that only records the time it was entered: what the Jobs API plus Ray Train cost before
+any of our code runs. ``setup_over_floor`` = our warm set-up (first epoch minus its own
+duration) over that floor.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import shutil
 import statistics
 import sys
@@ -68,6 +75,45 @@ def timed_run(head, profile, dataset: Path, cold: bool, timeout: float) -> dict:
     return marks
 
 
+FLOOR_JOB = """
+import json, sys, time
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+out, storage, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def loop(_):
+    open(out, "a").write(json.dumps({"entered": time.time()}) + "\\n")
+TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=workers,
+             resources_per_worker={"CPU": 1}),
+             run_config=RunConfig(storage_path=storage, name=f"floor-{time.time_ns()}")).fit()
+"""
+
+
+def floor_run(head, profile, root: Path, timeout: float) -> dict:
+    """A no-op TorchTrainer job on the warm head: seconds from submit to the loop's entry
+    (the first worker in) and to the job's end."""
+    from ray.job_submission import JobStatus
+
+    from napari_raysam.core.runs.submit import open_cluster
+
+    client, _ = open_cluster(profile, head)
+    marks = root / f"floor-{time.time_ns()}.jsonl"
+    entry = shlex.join([sys.executable, "-c", FLOOR_JOB, str(marks), str(root / "floor"),
+                        str(OPTIONS["workers"])])
+    t0 = time.time()
+    job = client.submit_job(entrypoint=entry)
+    while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                              JobStatus.STOPPED):
+        if time.time() - t0 > timeout:
+            client.stop_job(job)
+            raise RuntimeError("the floor job took over the timeout")
+        time.sleep(0.2)
+    ended = time.time() - t0
+    if client.get_job_status(job) != JobStatus.SUCCEEDED or not marks.exists():
+        raise RuntimeError(f"the floor job failed: {client.get_job_logs(job)[-1500:]}")
+    entered = min(json.loads(line)["entered"] for line in marks.read_text().splitlines())
+    return {"entered": entered - t0, "ended": ended}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="1 cold + 1 warm run")
@@ -88,6 +134,7 @@ def main() -> None:
     profile = ClusterProfile(storage=str(root / "storage"))  # the embedded local profile
     head = LocalHead(state_file=root / "head.json", num_cpus=2)
     results: list[tuple[str, dict]] = []
+    floors: list[dict] = []
     try:
         for i in range(n_cold):
             head.stop()  # only the head this script started (by its recorded PID)
@@ -98,6 +145,8 @@ def main() -> None:
             results.append((f"warm {i + 1}", timed_run(head, profile, dataset, False,
                                                        args.timeout)))
             print(f"  warm {i + 1}: {results[-1][1]}", flush=True)
+            floors.append(floor_run(head, profile, root, args.timeout))
+            print(f"  floor {i + 1}: {floors[-1]}", flush=True)
     finally:
         head.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -112,9 +161,16 @@ def main() -> None:
     cold = statistics.median(m["epoch"] for n, m in results if n.startswith("cold"))
     head_s = statistics.median(m["head ready"] for n, m in results if n.startswith("cold"))
     first = statistics.median(m["epoch_time_s"] for _, m in results)
+    floor = statistics.median(f["entered"] for f in floors)
+    setup = statistics.median(m["epoch"] - m["epoch_time_s"] for n, m in results
+                              if n.startswith("warm"))
+    ended = statistics.median(f["ended"] for f in floors)
+    print(f"floor (no-op TorchTrainer job, {OPTIONS['workers']} worker(s)): submit -> loop "
+          f"entered, median {floor:.1f} s; job ended {ended:.1f} s")
     print(f"RATIO time_to_first_metric_warm_s={warm:.1f} time_to_first_metric_cold_s={cold:.1f} "
           f"head_start_s={head_s:.1f} first_epoch_s={first:.2f} "
-          f"warm_setup_share={(warm - first) / warm:.2f}")
+          f"warm_setup_share={(warm - first) / warm:.2f} ray_train_floor_s={floor:.1f} "
+          f"setup_over_floor={setup / floor:.2f}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Damaged, foreign and mismatched entries are refused and leave nothing in the cac
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,46 @@ def test_tiled_entries_pull_and_damaged_files_are_refused(tmp_path, tiny_model):
     _assert_clean(damaged)
 
 
+@pytest.mark.parametrize("dtype", ["<u2", ">u2", ">f8"])
+def test_tiled_plane_scaled_per_tile_travels_as_its_channels(tmp_path, tiny_model,
+                                                              monkeypatch, dtype):
+    """A tiled plane of a min-max model: its tiles are scaled on their own (micro-sam's rule),
+    which the whole-image uint8 input cannot reproduce, so the client uploads the plane's
+    channels; the job's key is the client's (also for big-endian and float64 pixels, which a
+    TIFF round trip turns native) and the pulled tiles are the local ones."""
+    from napari_raysam.core.runs.embed import plan_planes
+
+    image = 100 + make_samples(1, shape=(600, 560), seed=4, dtype=np.float32)[0].image * 300
+    image[:150, :150] += 30000
+    image = image.astype(np.uint16).astype(dtype)
+    sam_input = next(planes.sam_planes(image, 2, None, None, tiny_model))
+    assert sam_input.source is not None  # tiny: micro-sam's min-max
+    cache = EmbeddingCache(tmp_path / "cache")
+    folder = tmp_path / "planes"
+    folder.mkdir()
+    planned, n = plan_planes(tiny_model, [sam_input], cache, "fp32", folder)
+    assert n == 1 and planned[0]["name"] == "plane00000.minmax-source.tif"
+    storage = Storage.open(str(tmp_path / "st"))
+    storage.check_writable()
+    path = folder / planned[0]["name"]
+    storage.put_file(path, storage.path("inputs", path.name))
+    row = Embedder("tiny", storage.uri, "fp32", 1).one(path.name,
+                                                      storage.path("inputs", path.name))
+    assert row["key"] == planned[0]["key"]
+    record = RunRecord(name="embed-x", profile="t", address="local", storage=storage.uri,
+                       dataset_hash="", dataset_uri="", config={"planes": planned},
+                       submitted="", kind=EMBED, state="SUCCEEDED")
+    assert pull_embeddings(record, tiny_model, cache)["pulled"] == 1
+    calls = _no_local_encoding(monkeypatch)
+    pulled = cache.get_or_compute(tiny_model, sam_input, precision="fp32")["features"]
+    assert calls == []
+    monkeypatch.undo()
+    local = EmbeddingCache(tmp_path / "local").get_or_compute(tiny_model, sam_input,
+                                                              precision="fp32")["features"]
+    for tile in local.keys():
+        np.testing.assert_allclose(pulled[tile][:], local[tile][:], rtol=0, atol=1e-4)
+
+
 def test_entries_of_other_weights_or_shapes_never_enter_the_cache(tmp_path, tiny_model,
                                                                   tiny_cells):
     rgbs = [np.full((48, 48, 3), v, np.uint8) for v in (40, 200)]
@@ -266,3 +307,24 @@ def test_storage_refusing_an_entry_stops_the_job_with_the_reason(tmp_path):
     assert "Cannot write the embedding of plane00000.tif" in row["failed"]
     assert str(tmp_path / "st") in row["failed"] and "run it again" in row["failed"]
     assert not list(actor.cache.root.iterdir())  # the node's temporary entry is gone
+
+
+@pytest.mark.parametrize("name, array, why", [
+    ("plane00000.tif", np.zeros((40, 40), np.uint16), "must be \\(H, W, 3\\) uint8"),
+    ("plane00000.minmax-source.tif", np.zeros((40, 40, 5), np.uint16), "min-max source must be"),
+])
+def test_a_plane_that_is_not_what_the_client_writes_is_refused(tmp_path, name, array, why):
+    """A plane file the client would not write (a raw image named as SAM input, a tile source
+    with 5 channels): the job ends with the reason instead of encoding the wrong pixels."""
+    import tifffile
+
+    uri = str(tmp_path / "st")
+    storage = Storage.open(uri)
+    storage.check_writable()
+    tifffile.imwrite(tmp_path / name, array)
+    storage.put_file(tmp_path / name, storage.path("inputs", name))
+    out = Embedder("tiny", uri, "fp32", 1)({"name": [name],
+                                            "path": [storage.path("inputs", name)]})
+    reason = json.loads(out["row"][0])["failed"]
+    assert f"Cannot read the plane {name}" in reason
+    assert re.search(why, reason) and "Compute on cluster again" in reason

@@ -248,3 +248,66 @@ def test_embeddings_equal_micro_sams_for_a_micro_sam_normalised_model(tmp_path):
     np.testing.assert_allclose(ours["features"], theirs["features"], rtol=0, atol=1e-4)
     assert float(np.abs(theirs["features"]).max()) > 0.5  # not trivially small features
     assert not np.array_equal(to_sam_rgb(image, shipped.image_policy()), rgb)
+
+
+def test_tiled_embeddings_equal_micro_sams_scaled_per_tile(tmp_path):
+    """A tiled uint16 image with a bright corner: micro-sam scales each tile on its own
+    (``_to_image`` per tile), so do we (``to_sam_input``): every tile's pixels equal its, and
+    every tile's features agree with ``precompute_image_embeddings`` within 1e-4. Tiles cut
+    from the whole-image scaling (a bare rgb) would not: the dim tiles get a few grey levels."""
+    from bioimage_cpp.utils import Blocking
+    from micro_sam.util import _to_image, precompute_image_embeddings
+    from segment_anything import SamPredictor
+
+    from napari_raysam.core.images import ImagePolicy, to_sam_input
+    from napari_raysam.core.sam.models import save_checkpoint
+
+    shipped = load_model("tiny_cells", device="cpu")
+    path = save_checkpoint(tmp_path / "mm.pt", shipped.sam, "tiny", shipped.tiny_config,
+                           normalisation=ImagePolicy().normalisation())
+    model = load_model(str(path), device="cpu")
+    image = (100 + make_sample((600, 560), seed=4, dtype=np.float32).image * 300)
+    image[:150, :150] += 30000  # one bright corner squeezes the rest into a few levels
+    image = image.astype(np.uint16)
+    sam_input = to_sam_input(image, model.image_policy())
+    tiling = Tiling.auto(image.shape, model.img_size)
+    assert tiling.tile_shape is not None
+    blocking = Blocking([0, 0], list(image.shape), list(tiling.tile_shape))
+    for tile_id in range(blocking.number_of_blocks):
+        outer = blocking.get_block_with_halo(tile_id, list(tiling.halo)).outer_block
+        rows, cols = slice(outer.begin[0], outer.end[0]), slice(outer.begin[1], outer.end[1])
+        np.testing.assert_array_equal(sam_input.tile(rows, cols), _to_image(image[rows, cols]))
+    ours = EmbeddingCache(tmp_path / "c").get_or_compute(model, sam_input, precision="fp32")
+    predictor = SamPredictor(model.sam)
+    predictor.model_type, predictor.model_name = "vit_t", "tiny"  # its signature records them
+    theirs = precompute_image_embeddings(predictor, image, verbose=False,
+                                         tile_shape=tiling.tile_shape, halo=tiling.halo)
+    whole = EmbeddingCache(tmp_path / "w").get_or_compute(model, sam_input.rgb, precision="fp32")
+    worst_whole = 0.0
+    for tile_id in range(blocking.number_of_blocks):
+        mine, ref = ours["features"][str(tile_id)][:], theirs["features"][str(tile_id)][:]
+        np.testing.assert_allclose(mine, ref, rtol=0, atol=1e-4)
+        worst_whole = max(worst_whole,
+                          float(np.abs(whole["features"][str(tile_id)][:] - ref).max()))
+    assert worst_whole > 0.05  # whole-image scaling is measurably not micro-sam's
+
+
+def test_tile_scaling_is_part_of_the_key(tmp_path, tiny_model):
+    """Same whole-image input, other per-tile pixels: another entry; untiled keys ignore it."""
+    from napari_raysam.core.images import SamInput, to_sam_input
+
+    image = make_sample((600, 560), seed=4, dtype=np.float32).image
+    a = to_sam_input(image)
+    nudged = image.copy()
+    nudged[300, 280] += 1e-5  # the same uint8 whole image, other values to scale tiles from
+    b = to_sam_input(nudged)
+    tiled = Tiling.auto(a.shape, tiny_model.img_size)
+    cache = EmbeddingCache(tmp_path)
+    assert np.array_equal(a.rgb, b.rgb)
+    assert cache.key(tiny_model, a, tiled, "fp32") != cache.key(tiny_model, b, tiled, "fp32")
+    assert cache.key(tiny_model, a, Tiling(), "fp32") == cache.key(tiny_model, b.rgb, Tiling(),
+                                                                   "fp32")
+    assert cache.key(tiny_model, to_sam_input(image.astype(">f8")), tiled, "fp32") == \
+        cache.key(tiny_model, a, tiled, "fp32")  # the values count, not their byte layout
+    assert cache.key(tiny_model, SamInput(a.rgb), tiled, "fp32") != cache.key(
+        tiny_model, a, tiled, "fp32")  # tiles cut from the whole-image input: other pixels

@@ -202,6 +202,51 @@ def test_every_rank_gets_training_data_with_fewer_images_than_workers(tmp_path):
     assert load_shard(str(ts.path), "val", 1, 2) == []  # val is never duplicated
 
 
+def test_training_tiles_of_a_large_image_are_scaled_like_micro_sams_patches(tmp_path):
+    """Under min-max a tile of an image larger than the model's input is scaled on its own, as
+    micro-sam's loader scales each sampled patch (torch-em's raw_transform) and as tiled
+    inference scales each tile: its pixels are ``micro_sam.util._to_image`` of the raw crop.
+    Percentile (ours) scales the whole image once; so does a single-tile image."""
+    from micro_sam.util import _to_image
+
+    from napari_raysam.core.dataset import SampleInput, write_dataset
+    from napari_raysam.core.dataset.shards import load_shard
+    from napari_raysam.core.dataset.synthetic import make_samples
+    from napari_raysam.core.images import ImagePolicy
+
+    big, small = make_samples(2, shape=(600, 256), seed=2)
+    raw = (100 + big.image.astype(np.float32) / big.image.max() * 300).astype(np.uint16)
+    raw[:100] += 30000  # a bright band: the tiles below it hold a few whole-image grey levels
+    ts = write_dataset(tmp_path / "set", [SampleInput(raw, big.labels, "big"),
+                                          SampleInput(small.image[:256], small.labels[:256],
+                                                      "small")], val_fraction=0)
+    samples = load_shard(str(ts.path), "train")
+    i = next(k for k, sample in enumerate(samples) if sample.rgb.shape[0] == 600)
+    assert samples[i].source is not None
+    differs = 0
+    for y0, x0 in tiles.tile_origins(600, 256, 256):
+        rgb, _ = tiles.tile_arrays(samples, tiles.Tile(i, y0, x0), 256)
+        np.testing.assert_array_equal(rgb, _to_image(raw[y0:y0 + 256, x0:x0 + 256]))
+        differs += not np.array_equal(rgb, tiles.crop(samples[i].rgb, y0, x0, 256))
+    assert differs >= 2
+    j = 1 - i  # one tile: the whole image's own scaling, no raw copy kept with tile_size
+    rgb, _ = tiles.tile_arrays(samples, tiles.Tile(j, 0, 0), 256)
+    np.testing.assert_array_equal(rgb, samples[j].rgb)
+    sized = load_shard(str(ts.path), "train", tile_size=256)
+    assert sized[j].source is None and sized[i].source is not None
+    # decoder mode's tile-embedding cache never serves a tile scaled the old way
+    cache = data.TileEmbeddingCache(None, lambda x: torch.zeros((1, 4, 2, 2)))
+    cache.get(sized, tiles.Tile(i, 172, 0), 256)
+    cache.get(sized, tiles.Tile(j, 0, 0), 256)
+    own = [k.endswith("_own-scale") for k in cache.memory]
+    assert sorted(own) == [False, True]
+    percentile = load_shard(str(ts.path), "train",
+                            normalisation=ImagePolicy(scaling="percentile").normalisation())
+    assert percentile[i].source is None
+    rgb, _ = tiles.tile_arrays(percentile, tiles.Tile(i, 344, 0), 256)
+    np.testing.assert_array_equal(rgb, tiles.crop(percentile[i].rgb, 344, 0, 256))
+
+
 def test_trainconfig_is_the_one_option_schema():
     """The CLI options, the job's command line and the config come from TrainConfig's fields:
     a parsed command line rebuilds the same config, option_argv round-trips through it."""

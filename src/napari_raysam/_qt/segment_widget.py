@@ -36,7 +36,7 @@ from napari_raysam._qt.cluster_embed import ClusterEmbedRow
 from napari_raysam._qt.gc_pauses import QuietCollector
 from napari_raysam._qt.prompt_layers import PromptLayers
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.images import ImagePolicy, check_plane, to_sam_rgb
+from napari_raysam.core.images import ImagePolicy, check_plane, to_sam_input
 from napari_raysam.core.sam import planes
 from napari_raysam.core.sam import segment as seg
 from napari_raysam.core.sam.embeddings import EmbeddingCache
@@ -199,10 +199,11 @@ class SegmentWidget(DockLifetime, QWidget):
             model = self.model
             if model is None or model.spec != spec:
                 model = load_model(spec)
-            rgb = to_sam_rgb(plane, model.image_policy(policy))  # scaled as the model learned
+            sam_input = to_sam_input(plane, model.image_policy(policy))  # as the model learned
             choice = resolve_precision("auto", model.device)
-            embeddings = self.cache.get_or_compute(model, rgb, precision=choice.precision,
+            embeddings = self.cache.get_or_compute(model, sam_input, precision=choice.precision,
                                                    progress=self.progress.emit)
+            rgb = sam_input.rgb
             _ = model.encoder_fingerprint  # hash the weights here, not on the Qt thread
             return model, embeddings, rgb, choice
 

@@ -15,6 +15,12 @@ Two scalings, per channel, to uint8:
 
 A model's scaling (its *normalisation*, :meth:`ImagePolicy.normalisation`) is stored in its
 checkpoint and used wherever the model sees pixels (``core.sam.models``).
+
+Large images are embedded in tiles. micro-sam scales each tile on its own
+(``_compute_tiled_features_2d`` calls ``_to_image`` per tile), so under ``minmax`` a tile's
+pixels come from the plane's own values (:class:`SamInput`), not from the whole-image uint8
+input: the encoder sees exactly what micro-sam's sees. ``percentile`` (ours) scales the
+whole plane once, and tiles are cut from that.
 """
 
 from __future__ import annotations
@@ -179,7 +185,11 @@ def to_sam_rgb(plane: np.ndarray, policy: ImagePolicy = ImagePolicy()) -> np.nda
     constant channel becomes 0; a grayscale plane is repeated to 3 channels; two channels fill
     R and G (micro-sam's channel rules).
     """
-    selected = check_plane(plane, policy)
+    return _scale_selected(check_plane(plane, policy), policy)
+
+
+def _scale_selected(selected: np.ndarray, policy: ImagePolicy) -> np.ndarray:
+    """(H, W, C<=3) chosen channels -> (H, W, 3) uint8 under ``policy.scaling``."""
     if policy.scaling == MINMAX:
         channels = [_minmax_channel(selected[..., i]) for i in range(selected.shape[-1])]
     else:
@@ -199,3 +209,54 @@ def pixel_hash(array: np.ndarray) -> str:
     digest = hashlib.sha256(f"{array.shape}|{array.dtype.str}|".encode())
     digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class SamInput:
+    """SAM's input for one plane: ``rgb``, the whole plane as (H, W, 3) uint8, and where the
+    pixels of a tile come from.
+
+    ``source`` (the plane's chosen channels, (H, W, C<=3), any dtype) is set when tiles are
+    scaled on their own (``minmax``, micro-sam's per-tile ``_to_image``); without it a tile is
+    cut from ``rgb``. Build one with :func:`to_sam_input`; a bare ``rgb`` array is
+    ``SamInput(rgb)``.
+    """
+
+    rgb: np.ndarray
+    source: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.rgb.shape
+
+    def tile(self, rows: slice, cols: slice) -> np.ndarray:
+        """The (h, w, 3) uint8 pixels the encoder sees for the tile ``[rows, cols]``."""
+        if self.source is None:
+            return np.ascontiguousarray(self.rgb[rows, cols])
+        return _scale_selected(self.source[rows, cols], ImagePolicy(scaling=MINMAX))
+
+    def tiles_hash(self) -> str:
+        """Identifies every tile's pixels: the source's values and the per-tile rule when
+        tiles are scaled on their own, else the whole-image input's."""
+        if self.source is None:
+            return pixel_hash(self.rgb)
+        return f"{MINMAX}-per-tile:{pixel_hash(self.source)}"
+
+
+def to_sam_input(plane: np.ndarray, policy: ImagePolicy = ImagePolicy()) -> SamInput:
+    """:func:`to_sam_rgb` of ``plane``, keeping its chosen channels when ``policy`` scales
+    tiles on their own (``minmax``)."""
+    selected = check_plane(plane, policy)
+    rgb = _scale_selected(selected, policy)
+    if policy.scaling != MINMAX:
+        return SamInput(rgb)
+    return SamInput(rgb, _canonical(selected))
+
+
+def _canonical(selected: np.ndarray) -> np.ndarray:
+    """The same values in native byte order, and as float32 when wider than 16 bits (min-max
+    computes in float32 anyway): what a TIFF round trip keeps, so a key hashed from it on one
+    computer is the key another computes from the uploaded file; and no float64 copies."""
+    if selected.dtype.itemsize > 2:
+        return selected.astype(np.float32, copy=False)
+    return selected.astype(selected.dtype.newbyteorder("="), copy=False)

@@ -2,9 +2,12 @@
 in the embedding cache's own format, written to storage for the Segment dock to pull.
 
 The client uploads the planes as the SAM input pixels it would encode itself (``(H, W, 3)``
-uint8 TIFFs, one per plane, see ``core.runs.embed``), so the cluster needs no normalisation
-policy and computes exactly the cache key the dock looks up: pixels + encoder weights + tiling
-+ precision (``EmbeddingCache.key``). The precision is the client's (a GPU cluster's ``auto``
+uint8 TIFFs, one per plane, see ``core.runs.embed``); a plane of a min-max model, whose tiles
+are scaled on their own as micro-sam does, is uploaded as its chosen channels
+(``planeNNNNN.minmax-source.tif``) and scaled here by that one fixed rule. So the cluster needs
+no normalisation policy and computes
+exactly the cache key the dock looks up: pixels + encoder weights + tiling + precision
+(``EmbeddingCache.key``). The precision is the client's (a GPU cluster's ``auto``
 could pick bf16 where the laptop reads fp32 entries).
 
 In storage an entry is ``embeddings/<key>.zarr/…`` (the zarr group's files, each with its
@@ -27,6 +30,7 @@ import numpy as np
 from napari_raysam.core.apply.pool import ModelActor, Progress, event_sink, run_pool
 from napari_raysam.core.apply.table import RESULTS_FILE
 from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.images import ImagePolicy, SamInput, to_sam_input
 from napari_raysam.core.storage import Storage, StorageError, explain, file_sha256, redact
 
 EMBEDDINGS = "embeddings"
@@ -55,14 +59,23 @@ def read_manifest(storage: Storage, key: str) -> dict[str, str] | None:
     return files if isinstance(files, dict) and files else None
 
 
-def read_rgb(data: bytes) -> np.ndarray:
-    """A plane as uploaded: an (H, W, 3) uint8 TIFF; ValueError otherwise."""
+SOURCE = ".minmax-source"  # a plane file of chosen channels, scaled on the cluster (min-max)
+
+
+def read_plane(name: str, data: bytes) -> SamInput:
+    """A plane as uploaded (see :func:`write_plane`); ValueError when it is not one."""
     import tifffile
 
-    rgb = tifffile.imread(io.BytesIO(data))
-    if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"a plane must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
-    return rgb
+    array = tifffile.imread(io.BytesIO(data))
+    if name.endswith(SOURCE + ".tif"):
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.ndim != 3 or not 1 <= array.shape[-1] <= 3:
+            raise ValueError(f"a min-max source must be (H, W, 1-3), got {array.shape}")
+        return to_sam_input(array, ImagePolicy(channel_axis=2))
+    if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"a plane must be (H, W, 3) uint8, got {array.shape} {array.dtype}")
+    return SamInput(array)
 
 
 @dataclass
@@ -96,15 +109,15 @@ class Embedder(ModelActor):
 
         st = self.storage
         try:
-            rgb = read_rgb(st.read_bytes(path) or b"")
+            image = read_plane(name, st.read_bytes(path) or b"")
         except (OSError, ValueError) as exc:  # ends the run with the reason (core.apply.pool)
             raise StorageError(f"Cannot read the plane {name} from the storage ({exc}); press "
                                "Compute on cluster again to upload it anew.") from None
-        tiling = Tiling.auto(rgb.shape, self.model.img_size)
-        key = self.cache.key(self.model, rgb, tiling, self.precision)
+        tiling = Tiling.auto(image.shape, self.model.img_size)
+        key = self.cache.key(self.model, image, tiling, self.precision)
         if read_manifest(st, key) is not None:
             return {"plane": name, "key": key, "reused": True}
-        self.cache.get_or_compute(self.model, rgb, tiling, self.precision)
+        self.cache.get_or_compute(self.model, image, tiling, self.precision)
         entry = self.cache.path(key)
         try:
             files = {p.relative_to(entry).as_posix(): file_sha256(p)
@@ -149,19 +162,24 @@ def run_embed(config: EmbedConfig, on_event: Callable[[dict], None] | None = Non
     return summary
 
 
-def plane_name(i: int) -> str:
+def plane_name(i: int, source: bool = False) -> str:
     """The file name of plane ``i`` (sorted names keep the planes' order)."""
-    return f"plane{i:05d}.tif"
+    return f"plane{i:05d}{SOURCE if source else ''}.tif"
 
 
-def write_plane(folder: Path, i: int, rgb: np.ndarray) -> Path:
-    """Write one plane as the job reads it (lossless, zlib)."""
+def write_plane(folder: Path, i: int, image: np.ndarray | SamInput) -> Path:
+    """Write one plane as the job reads it (lossless, zlib): its SAM input, or when its tiles
+    are scaled on their own, the channels they are scaled from (the whole-image input is
+    scaled from them the same way, so either key, tiled or not, comes out the same)."""
     import tifffile
 
-    path = folder / plane_name(i)
-    tifffile.imwrite(path, np.ascontiguousarray(rgb), compression="zlib")
+    source = image.source if isinstance(image, SamInput) else None
+    rgb = image.rgb if isinstance(image, SamInput) else image
+    path = folder / plane_name(i, source=source is not None)
+    tifffile.imwrite(path, np.ascontiguousarray(rgb if source is None else source),
+                     compression="zlib")
     return path
 
 
 __all__ = ["EMBEDDINGS", "EmbedConfig", "Embedder", "entry_dir", "manifest_path",
-           "plane_name", "read_manifest", "run_embed", "write_plane"]
+           "plane_name", "read_manifest", "read_plane", "run_embed", "write_plane"]

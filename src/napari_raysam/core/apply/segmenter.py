@@ -43,16 +43,18 @@ def row_path(storage: Storage, model_key: str, sha256: str) -> str:
 def segment_planes(model, planes, settings: ApplySettings, cache_root: str) -> np.ndarray:
     """Labels for each plane (stacked for a Z stack), with the micro-sam instance generator;
     pixels scaled with the normalisation the model was trained with."""
-    from napari_raysam.core.images import ImagePolicy, to_sam_rgb
+    from napari_raysam.core.images import ImagePolicy, to_sam_input
     from napari_raysam.core.sam.embeddings import EmbeddingCache
     from napari_raysam.core.sam.segment import automatic
 
     cache = EmbeddingCache(cache_root)
     out = []
     for plane in planes.planes:
-        rgb = to_sam_rgb(plane, model.image_policy(ImagePolicy(channel_axis=planes.channel_axis)))
-        embeddings = cache.get_or_compute(model, rgb, precision="fp32")
-        out.append(automatic(model, rgb, embeddings, points_per_side=settings.points_per_side,
+        sam_input = to_sam_input(
+            plane, model.image_policy(ImagePolicy(channel_axis=planes.channel_axis)))
+        embeddings = cache.get_or_compute(model, sam_input, precision="fp32")
+        out.append(automatic(model, sam_input.rgb, embeddings,
+                             points_per_side=settings.points_per_side,
                              min_size=settings.min_size))
         cache.clear()
     return np.stack(out) if planes.stack else out[0]

@@ -66,6 +66,15 @@ def _relative(storage: Storage, uri: str) -> str:
     return uri.split("?")[0][len(base):] if uri.startswith(base) else uri
 
 
+def apply_entry(profile: ClusterProfile, storage: Storage, inputs: str, spec: str, name: str,
+                workers: int, threads: int, *options: str) -> str:
+    """The job's command line: ``python -m napari_raysam.apply`` on ``inputs`` (a folder
+    relative to ``storage``) with ``options`` (``--embeddings …`` for an embedding run)."""
+    return shlex.join([job_python(profile), "-m", "napari_raysam.apply", storage.uri_of(),
+                       inputs, "--model", spec, "--name", name, *options, "--workers",
+                       str(workers), "--threads", str(threads), "--json"])
+
+
 def submit_apply(profile: ClusterProfile, inputs: str | Path, model: str, workers: int = 1,
                  threads: int = 1, index: RunIndex | None = None, head: LocalHead | None = None,
                  preflight: bool = True) -> RunRecord:
@@ -82,9 +91,7 @@ def submit_apply(profile: ClusterProfile, inputs: str | Path, model: str, worker
         digest = hashlib.sha256(rel.encode()).hexdigest()[:32]
     spec = upload_base_model(storage, model)
     name = fresh_apply_name()
-    entry = shlex.join([job_python(profile), "-m", "napari_raysam.apply", storage.uri_of(), rel,
-                        "--model", spec, "--name", name, "--workers", str(workers),
-                        "--threads", str(threads), "--json"])
+    entry = apply_entry(profile, storage, rel, spec, name, workers, threads)
     record = RunRecord(
         name=name, profile=profile.name, address=profile.address, storage=storage.uri,
         dataset_hash=digest, dataset_uri=storage.uri_of(rel),

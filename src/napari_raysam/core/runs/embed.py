@@ -13,7 +13,6 @@ and image before it is renamed into place.
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -24,7 +23,6 @@ import numpy as np
 from napari_raysam.core.apply.embed import (
     PRECISIONS,
     entry_dir,
-    plane_name,
     read_manifest,
     write_plane,
 )
@@ -33,38 +31,42 @@ from napari_raysam.core.cluster import ClusterProfile
 from napari_raysam.core.cluster.local_head import LocalHead
 from napari_raysam.core.errors import RaysamError
 from napari_raysam.core.events import now_iso
+from napari_raysam.core.images import SamInput
 from napari_raysam.core.paths import safe_name
-from napari_raysam.core.runs.apply import fresh_apply_name, upload_inputs
+from napari_raysam.core.runs.apply import apply_entry, fresh_apply_name, upload_inputs
 from napari_raysam.core.runs.records import RunIndex, RunRecord
-from napari_raysam.core.runs.submit import job_python, open_cluster, start_job, upload_base_model
-from napari_raysam.core.sam.embeddings import EmbeddingCache, Tiling
+from napari_raysam.core.runs.submit import open_cluster, start_job, upload_base_model
+from napari_raysam.core.sam.embeddings import EmbeddingCache, Tiling, as_sam_input
 from napari_raysam.core.storage import Storage
 
 EMBED = "embed"
 
 
-def plan_planes(model, planes: Iterable[np.ndarray], cache: EmbeddingCache, precision: str,
-                folder: Path) -> tuple[list[dict], int]:
+def plan_planes(model, planes: Iterable[np.ndarray | SamInput], cache: EmbeddingCache,
+                precision: str, folder: Path) -> tuple[list[dict], int]:
     """Write every plane whose embedding ``cache`` lacks into ``folder``; returns the planned
     planes (``{"name", "key", "shape"}``) and how many planes there were."""
     planned, n = [], 0
-    for i, rgb in enumerate(planes):
+    for i, plane in enumerate(planes):
         n += 1
-        key = cache.key(model, rgb, Tiling.auto(rgb.shape, model.img_size), precision)
+        image = as_sam_input(plane)
+        tiling = Tiling.auto(image.shape, model.img_size)
+        key = cache.key(model, image, tiling, precision)
         if not cache.has(key):
-            write_plane(folder, i, rgb)
-            planned.append({"name": plane_name(i), "key": key, "shape": list(rgb.shape[:2])})
+            path = write_plane(folder, i, image)
+            planned.append({"name": path.name, "key": key, "shape": list(image.shape[:2])})
     return planned, n
 
 
-def submit_embed(profile: ClusterProfile, model, planes: Iterable[np.ndarray], precision: str,
-                 cache: EmbeddingCache | None = None, workers: int = 1, threads: int = 1,
-                 index: RunIndex | None = None, head: LocalHead | None = None,
-                 preflight: bool = True) -> RunRecord | None:
-    """Check the cluster and storage, then upload the planes (SAM input, ``(H, W, 3)`` uint8)
-    whose embedding the local cache lacks and submit the job (``kind="embed"``). ``precision``
-    is this computer's resolved one (fp32/bf16): the entries must match its lookups. None when
-    every plane is cached already (nothing is submitted)."""
+def submit_embed(profile: ClusterProfile, model, planes: Iterable[np.ndarray | SamInput],
+                 precision: str, cache: EmbeddingCache | None = None, workers: int = 1,
+                 threads: int = 1, index: RunIndex | None = None,
+                 head: LocalHead | None = None, preflight: bool = True) -> RunRecord | None:
+    """Check the cluster and storage, then upload the planes (SAM input: ``images.SamInput``
+    or its ``(H, W, 3)`` uint8 rgb) whose embedding the local cache lacks and submit the job
+    (``kind="embed"``). ``precision`` is this computer's resolved one (fp32/bf16): the
+    entries must match its lookups. None when every plane is cached already (nothing is
+    submitted)."""
     if precision not in PRECISIONS:
         raise RaysamError(f"precision must be one of {', '.join(PRECISIONS)}, not "
                           f"{precision!r}.")
@@ -82,10 +84,8 @@ def submit_embed(profile: ClusterProfile, model, planes: Iterable[np.ndarray], p
         digest, rel = upload_inputs(storage, tmp)
     spec = upload_base_model(storage, model.spec)
     name = "embed-" + fresh_apply_name().removeprefix("apply-")
-    entry = shlex.join([job_python(profile), "-m", "napari_raysam.apply", storage.uri_of(), rel,
-                        "--model", spec, "--name", name, "--embeddings", "--precision",
-                        precision, "--workers", str(workers), "--threads", str(threads),
-                        "--json"])
+    entry = apply_entry(profile, storage, rel, spec, name, workers, threads, "--embeddings",
+                        "--precision", precision)
     record = RunRecord(
         name=name, profile=profile.name, address=profile.address, storage=storage.uri,
         dataset_hash=digest, dataset_uri=storage.uri_of(rel),
@@ -161,8 +161,9 @@ def _explain_missing(storage: Storage, record: RunRecord, planes: list[dict]) ->
         raise RaysamError(
             f"The cluster's embeddings of {len(differ)} plane(s) do not match this computer's: "
             f"it loaded other weights for {record.config.get('model')!r} (or another "
-            "precision). Nothing was added for them; make the model the same on both sides "
-            "(a run:NAME or checkpoint file is uploaded as is) and compute again.")
+            "precision, or read other pixels). Nothing was added for them; make the model the "
+            "same on both sides (a run:NAME or checkpoint file is uploaded as is) and compute "
+            "again.")
 
 
 __all__ = ["EMBED", "plan_planes", "pull_embeddings", "submit_embed"]

@@ -1,7 +1,8 @@
 """Image embeddings: computed once, cached on disk, shaped like micro-sam's.
 
 The cache key is the hash of the SAM input pixels (which already carries the normalisation
-policy) + the image encoder's weight fingerprint + tiling + precision. A decoder-only fine-tune
+policy; for a tiled image, of the pixels its tiles are scaled from, ``images.SamInput``) + the
+image encoder's weight fingerprint + tiling + precision. A decoder-only fine-tune
 keeps the encoder, so its checkpoint reuses the cached features; any other encoder never does.
 
 Entries are zarr groups in micro-sam's layout (``features`` + ``input_size``/``original_size``,
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.images import POLICY_VERSION, pixel_hash
+from napari_raysam.core.images import POLICY_VERSION, SamInput, pixel_hash
 from napari_raysam.core.sam.fast_encoder import run_encoder
 from napari_raysam.core.sam.precision import resolve_precision
 
@@ -86,12 +87,15 @@ class EmbeddingCache:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
 
-    def key(self, model, rgb: np.ndarray, tiling: Tiling, precision: str) -> str:
+    def key(self, model, image: np.ndarray | SamInput, tiling: Tiling, precision: str) -> str:
+        """The entry's key; ``image``: SAM input (``images.to_sam_input``, or its rgb)."""
+        image = as_sam_input(image)
+        pixels = pixel_hash(image.rgb) if tiling.tile_shape is None else image.tiles_hash()
         spec = json.dumps(
             {
                 "cache": CACHE_VERSION,
                 "policy": POLICY_VERSION,
-                "pixels": pixel_hash(rgb),
+                "pixels": pixels,
                 "encoder": model.encoder_fingerprint,
                 "img_size": model.img_size,
                 "tile_shape": tiling.tile_shape,
@@ -108,18 +112,20 @@ class EmbeddingCache:
     def get_or_compute(
         self,
         model,
-        rgb: np.ndarray,
+        image: np.ndarray | SamInput,
         tiling: Tiling | None = None,
         precision: str = "auto",
         progress: Progress | None = None,
     ) -> dict:
-        """Embeddings for ``rgb`` (SAM input from ``images.to_sam_rgb``); computed on a miss.
+        """Embeddings for ``image`` (SAM input from ``images.to_sam_input``, or a bare rgb
+        whose tiles are cut from it); computed on a miss.
         ``precision``: auto/fp32/bf16 (``core.sam.precision``); part of the cache key."""
-        tiling = tiling or Tiling.auto(rgb.shape, model.img_size)
+        image = as_sam_input(image)
+        tiling = tiling or Tiling.auto(image.shape, model.img_size)
         precision = resolve_precision(precision, model.device).precision
-        key = self.key(model, rgb, tiling, precision)
+        key = self.key(model, image, tiling, precision)
         final = self.path(key)
-        expected = _expected_entry(model, rgb.shape[:2], tiling)
+        expected = _expected_entry(model, image.shape[:2], tiling)
         if final.is_symlink() or (final.exists() and not final.is_dir()):
             final.unlink()  # never follow or read what we did not write
         elif final.exists():
@@ -129,7 +135,7 @@ class EmbeddingCache:
                 shutil.rmtree(final, ignore_errors=True)
         tmp = self.staging(key)
         try:
-            _write_entry(tmp, model, rgb, tiling, precision, progress)
+            _write_entry(tmp, model, image, tiling, precision, progress)
             try:
                 os.replace(tmp, final)
             except OSError:
@@ -203,14 +209,20 @@ class EmbeddingCache:
         return freed
 
 
-def _write_entry(path: Path, model, rgb, tiling: Tiling, precision: str, progress) -> None:
+def as_sam_input(image: np.ndarray | SamInput) -> SamInput:
+    """``image`` as a SamInput (a bare (H, W, 3) uint8 array: tiles cut from it)."""
+    return image if isinstance(image, SamInput) else SamInput(np.asarray(image))
+
+
+def _write_entry(path: Path, model, image: SamInput, tiling: Tiling, precision: str,
+                 progress) -> None:
     import zarr
 
     root = zarr.open_group(str(path), mode="w")
     if tiling.tile_shape is None:
         if progress:
             progress(0, 1)
-        features, input_size, original_size = encode(model, rgb, precision)
+        features, input_size, original_size = encode(model, image.rgb, precision)
         root.create_array("features", data=features)
         root.attrs.update(input_size=input_size, original_size=original_size)
         if progress:
@@ -218,18 +230,18 @@ def _write_entry(path: Path, model, rgb, tiling: Tiling, precision: str, progres
         return
     from bioimage_cpp.utils import Blocking  # micro-sam's tiling, so tile ids match its own
 
-    blocking = Blocking([0, 0], list(rgb.shape[:2]), list(tiling.tile_shape))
+    blocking = Blocking([0, 0], list(image.shape[:2]), list(tiling.tile_shape))
     group = root.require_group("features")
     group.attrs.update(
-        shape=list(rgb.shape[:2]), tile_shape=list(tiling.tile_shape), halo=list(tiling.halo)
+        shape=list(image.shape[:2]), tile_shape=list(tiling.tile_shape), halo=list(tiling.halo)
     )
     n_tiles = blocking.number_of_blocks
     for tile_id in range(n_tiles):
         if progress:
             progress(tile_id, n_tiles)
         outer = blocking.get_block_with_halo(tile_id, list(tiling.halo)).outer_block
-        crop = rgb[outer.begin[0]:outer.end[0], outer.begin[1]:outer.end[1]]
-        features, input_size, original_size = encode(model, np.ascontiguousarray(crop), precision)
+        crop = image.tile(slice(outer.begin[0], outer.end[0]), slice(outer.begin[1], outer.end[1]))
+        features, input_size, original_size = encode(model, crop, precision)
         array = group.create_array(str(tile_id), data=features)
         array.attrs.update(input_size=input_size, original_size=original_size)
     root.attrs.update(input_size=None, original_size=None)

@@ -37,7 +37,7 @@ def evaluate_model(model, dataset: str, split: str = "val", rounds: int = 3,
                           "choose another set or split, or export annotated images into it.")
     loaded = load_model(model) if isinstance(model, str) else model
     sam, size = loaded.sam.eval(), loaded.img_size
-    samples = load_shard(dataset, split, normalisation=loaded.normalisation)
+    samples = load_shard(dataset, split, normalisation=loaded.normalisation, tile_size=size)
     gen = torch.Generator().manual_seed(seed + 7)
     ious: dict[str, list] = {"point": [], "box": [], "corrected": []}
     with torch.no_grad():

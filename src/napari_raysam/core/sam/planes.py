@@ -65,17 +65,16 @@ def all_planes(ndim: int, data_shape: tuple[int, ...], channel_axis: int | None
         yield select_plane(ndim, len(data_shape), step, channel_axis)
 
 
-def sam_planes(data, ndim: int, channel_axis: int | None, channels, model
-               ) -> Iterator[np.ndarray]:
-    """The SAM input of every plane of a layer's ``data`` (``images.to_sam_rgb``, scaled the
-    way ``model`` learned), in slider order; each plane is checked first (RaysamError)."""
-    from napari_raysam.core.images import ImagePolicy, check_plane, to_sam_rgb
+def sam_planes(data, ndim: int, channel_axis: int | None, channels, model) -> Iterator:
+    """The SAM input (``images.SamInput``, scaled the way ``model`` learned) of every plane of
+    a layer's ``data``, in slider order; each plane is checked first (RaysamError)."""
+    from napari_raysam.core.images import ImagePolicy, check_plane, to_sam_input
 
     for plane in all_planes(ndim, data.shape, channel_axis):
         policy = ImagePolicy(channel_axis=plane.channel_axis, channels=channels)
         array = np.asarray(data[plane.index])
         check_plane(array, policy)
-        yield to_sam_rgb(array, model.image_policy(policy))
+        yield to_sam_input(array, model.image_policy(policy))
 
 
 def check_view(ndisplay: int, order) -> None:

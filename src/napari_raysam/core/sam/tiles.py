@@ -1,7 +1,9 @@
 """Tiles of the model's input size cut from images, and their 8 dihedral variants.
 
 Shared by training (epoch tiles, augmentation) and evaluation (a fixed grid). A tile names an
-image by its index in a list of samples (anything with ``rgb`` and ``labels`` arrays).
+image by its index in a list of samples (anything with ``rgb`` and ``labels`` arrays, and an
+optional ``source``: the channels a tile is scaled from on its own, ``images.SamInput``; as
+micro-sam's training loader scales each patch, and as tiled inference scales each tile).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_raysam.core.images import SamInput
 from napari_raysam.core.sam import prompts
 
 
@@ -47,9 +50,21 @@ def dihedral(array: np.ndarray, variant: int) -> np.ndarray:
     return np.ascontiguousarray(out[:, ::-1] if variant >= 4 else out)
 
 
+def scaled_per_tile(sample, size: int) -> bool:
+    """Whether a tile of ``sample`` is scaled on its own: it has a ``source`` and spans more
+    than one tile (a single tile's own scaling is the whole image's)."""
+    return getattr(sample, "source", None) is not None and max(sample.rgb.shape[:2]) > size
+
+
 def tile_arrays(samples: list, tile: Tile, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (size, size, 3) uint8 SAM input and the labels of ``tile``."""
     s = samples[tile.sample]
-    rgb = dihedral(crop(s.rgb, tile.y0, tile.x0, size), tile.variant)
+    if scaled_per_tile(s, size):
+        rows, cols = slice(tile.y0, tile.y0 + size), slice(tile.x0, tile.x0 + size)
+        rgb = crop(SamInput(s.rgb, s.source).tile(rows, cols), 0, 0, size)
+    else:
+        rgb = crop(s.rgb, tile.y0, tile.x0, size)
+    rgb = dihedral(rgb, tile.variant)
     labels = dihedral(crop(s.labels, tile.y0, tile.x0, size), tile.variant)
     return rgb, labels
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from napari_raysam.core.dataset.shards import LoadedSample
 from napari_raysam.core.sam import prompts
-from napari_raysam.core.sam.tiles import Tile, crop, tile_arrays
+from napari_raysam.core.sam.tiles import Tile, crop, scaled_per_tile, tile_arrays
 
 
 def epoch_tiles(samples: list[LoadedSample], base: list[Tile], size: int, n: int, mode: str,
@@ -102,6 +102,8 @@ class TileEmbeddingCache:
 
         s = samples[tile.sample]
         key = f"{s.record.sample_hash[:20]}_{tile.y0}_{tile.x0}_{size}_{tile.variant}"
+        if scaled_per_tile(s, size):
+            key += "_own-scale"  # entries from before tiles were scaled on their own differ
         if key in self.memory:
             self.hits += 1
             return self.memory[key]

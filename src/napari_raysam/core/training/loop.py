@@ -141,8 +141,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     size = int(sam.image_encoder.img_size)
     normalisation = run_normalisation(cfg, loaded.normalisation)
     train = load_shard(dataset, "train", rank, world, at_least_one=True,
-                       normalisation=normalisation)
-    val = load_shard(dataset, "val", rank, world, normalisation=normalisation)
+                       normalisation=normalisation, tile_size=size)
+    val = load_shard(dataset, "val", rank, world, normalisation=normalisation, tile_size=size)
     base = fixed_tiles(train, size, cfg.min_object_px)
     n_tiles = int(_all_reduce_sum([len(base)])[0])
     n_steps, n_epochs = plan_run(n_tiles, world, cfg.images_per_step, cfg.epochs,
