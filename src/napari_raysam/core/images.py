@@ -243,6 +243,11 @@ class SamInput:
         return f"{MINMAX}-per-tile:{pixel_hash(self.source)}"
 
 
+def as_sam_input(image: np.ndarray | SamInput) -> SamInput:
+    """``image`` as a SamInput (a bare (H, W, 3) uint8 array: tiles cut from it)."""
+    return image if isinstance(image, SamInput) else SamInput(np.asarray(image))
+
+
 def to_sam_input(plane: np.ndarray, policy: ImagePolicy = ImagePolicy()) -> SamInput:
     """:func:`to_sam_rgb` of ``plane``, keeping its chosen channels when ``policy`` scales
     tiles on their own (``minmax``)."""

@@ -13,6 +13,7 @@ import numpy as np
 
 from napari_raysam.core.dataset.format import SampleRecord, open_dataset
 from napari_raysam.core.images import ImagePolicy, to_sam_input
+from napari_raysam.core.sam.tiles import scaled_per_tile
 
 
 @dataclass
@@ -46,8 +47,8 @@ def load_shard(dataset: str, split: str, rank: int = 0, world: int = 1,
         image, labels = ts.load(record)
         policy = ImagePolicy(channel_axis=record.channel_axis).using(normalisation)
         sam_input = to_sam_input(image, policy)
-        source = sam_input.source
-        if tile_size is not None and max(sam_input.shape[:2]) <= tile_size:
-            source = None  # one tile: scaled as the whole image; keep no raw copy
-        out.append(LoadedSample(sam_input.rgb, np.asarray(labels), record, source))
+        sample = LoadedSample(sam_input.rgb, np.asarray(labels), record, sam_input.source)
+        if tile_size is not None and not scaled_per_tile(sample, tile_size):
+            sample.source = None  # one tile: scaled as the whole image; keep no raw copy
+        out.append(sample)
     return out

@@ -31,12 +31,12 @@ from napari_raysam.core.cluster import ClusterProfile
 from napari_raysam.core.cluster.local_head import LocalHead
 from napari_raysam.core.errors import RaysamError
 from napari_raysam.core.events import now_iso
-from napari_raysam.core.images import SamInput
+from napari_raysam.core.images import SamInput, as_sam_input
 from napari_raysam.core.paths import safe_name
 from napari_raysam.core.runs.apply import apply_entry, fresh_apply_name, upload_inputs
 from napari_raysam.core.runs.records import RunIndex, RunRecord
 from napari_raysam.core.runs.submit import open_cluster, start_job, upload_base_model
-from napari_raysam.core.sam.embeddings import EmbeddingCache, Tiling, as_sam_input
+from napari_raysam.core.sam.embeddings import EmbeddingCache, Tiling
 from napari_raysam.core.storage import Storage
 
 EMBED = "embed"

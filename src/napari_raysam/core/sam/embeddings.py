@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.images import POLICY_VERSION, SamInput, pixel_hash
+from napari_raysam.core.images import POLICY_VERSION, SamInput, as_sam_input, pixel_hash
 from napari_raysam.core.sam.fast_encoder import run_encoder
 from napari_raysam.core.sam.precision import resolve_precision
 
@@ -207,11 +207,6 @@ class EmbeddingCache:
                 if child.is_dir() and (child.suffix == ".zarr" or child.name.startswith(".")):
                     shutil.rmtree(child, ignore_errors=True)
         return freed
-
-
-def as_sam_input(image: np.ndarray | SamInput) -> SamInput:
-    """``image`` as a SamInput (a bare (H, W, 3) uint8 array: tiles cut from it)."""
-    return image if isinstance(image, SamInput) else SamInput(np.asarray(image))
 
 
 def _write_entry(path: Path, model, image: SamInput, tiling: Tiling, precision: str,
