@@ -7,7 +7,8 @@ separate held-out test set from another seed. Base model: the shipped ``tiny_cel
 Trainers (1 CPU thread each):
 * ours: ``core.training.runner.run_training`` on a local Ray cluster (the job path every run
   takes), mode ``full`` with 1 and 2 workers (``--modes full,decoder,lora`` adds 1-worker
-  ``decoder`` and ``lora`` rows).
+  ``decoder`` and ``lora`` rows; ``--lr-scaling linear,sqrt`` adds 2-worker ``full`` rows whose
+  lr grows with the workers, ``TrainConfig.lr_scaling``).
   Ours trains a number of epochs (``--epochs``, by default sized from ``--budget``); its wall
   time T1 (1 worker, full) is the budget micro-sam then gets, so the two have equal wall time.
 * micro-sam: ``micro_sam.training.train_sam`` itself (SamTrainer, its Dice + IoU-MSE loss,
@@ -83,7 +84,7 @@ def split_files(dataset: Path, splits: tuple[str, ...]) -> tuple[list[str], list
 # --- ours --------------------------------------------------------------------------------------
 
 def train_ours(dataset: Path, storage: Path, mode: str, workers: int, epochs: int,
-               hyper: dict) -> dict:
+               hyper: dict, lr_scaling: str = "none") -> dict:
     """One run through run_training; per-epoch val box mIoU with seconds since the call."""
     from napari_raysam.core.storage import local_path
     from napari_raysam.core.training.config import TrainConfig
@@ -91,7 +92,8 @@ def train_ours(dataset: Path, storage: Path, mode: str, workers: int, epochs: in
 
     cfg = TrainConfig(dataset=str(dataset), model=BASE, mode=mode, workers=workers,
                       epochs=epochs, lr=hyper["lr"], objects_per_image=hyper["objects"],
-                      correction_rounds=hyper["rounds"], storage=str(storage), max_failures=0)
+                      correction_rounds=hyper["rounds"], storage=str(storage), max_failures=0,
+                      lr_scaling=lr_scaling)
     t0 = time.time_ns()
     out = run_training(cfg, log_to_driver=False)
     wall = (time.time_ns() - t0) / 1e9
@@ -269,6 +271,9 @@ def main() -> None:
                         help="ours' epochs (default: sized from --budget)")
     parser.add_argument("--modes", default="full",
                         help="ours' modes; full also runs with 2 workers (default: %(default)s)")
+    parser.add_argument("--lr-scaling", default="",
+                        help="also 2-worker full runs with these lr scalings, e.g. linear,sqrt "
+                             "(default: none)")
     parser.add_argument("--microsam-defaults", action="store_true",
                         help="micro-sam with train_sam's own lr/objects/rounds and bf16 on CPU")
     parser.add_argument("--seed", type=int, default=16, help="data seed (test set: seed + 1)")
@@ -296,11 +301,15 @@ def main() -> None:
     runs: dict[str, dict] = {}
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        for mode, workers in [("full", 1), ("full", 2)] + [(m, 1) for m in modes if m != "full"]:
-            name = f"ours {mode} {workers}w"
+        scalings = [x.strip() for x in args.lr_scaling.split(",") if x.strip()]
+        arms = [("full", 1, "none"), ("full", 2, "none")]
+        arms += [("full", 2, x) for x in scalings] + [(m, 1, "none") for m in modes if m != "full"]
+        for mode, workers, scaling in arms:
+            name = f"ours {mode} {workers}w" + ("" if scaling == "none" else f" lr-{scaling}")
             print(f"training: {name}", flush=True)
             try:
-                runs[name] = train_ours(train_set, root / "runs", mode, workers, epochs, MATCHED)
+                runs[name] = train_ours(train_set, root / "runs", mode, workers, epochs, MATCHED,
+                                        scaling)
             except Exception as exc:  # noqa: BLE001 - a failing mode is a row, not the end
                 runs[name] = {"error": root_error(exc)}
                 print(f"{name} failed: {runs[name]['error']}", flush=True)
@@ -348,7 +357,7 @@ def main() -> None:
     curves = {"micro-sam": [(s["t"], s["val_box"]) for s in ms["snaps"]]}
     curves |= {n: r["curve"] for n, r in runs.items() if "curve" in r}
     for name, curve in curves.items():
-        print(f"  {name:<18} " + " ".join(f"{t:.0f}s:{v:.3f}" for t, v in curve))
+        print(f"  {name:<22} " + " ".join(f"{t:.0f}s:{v:.3f}" for t, v in curve))
     reach = {n: time_to_reach(c, target) for n, c in curves.items()}  # micro-sam: its own
     print("time to reach micro-sam's final val box score: "
           + ", ".join(f"{n} {fmt_s(t)}" for n, t in reach.items()))
@@ -367,7 +376,8 @@ def main() -> None:
         f"{ratio(reach.get('ours full 2w'), reach['micro-sam'])}",
         f"time_to_microsam_final_1w_over_microsam="
         f"{ratio(reach.get('ours full 1w'), reach['micro-sam'])}",
-    ]))
+    ] + [f"time_to_microsam_final_2w_lr_{n.rsplit('-', 1)[1]}_over_microsam="
+         f"{ratio(t, reach['micro-sam'])}" for n, t in reach.items() if " lr-" in n]))
 
 
 if __name__ == "__main__":

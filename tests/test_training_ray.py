@@ -154,7 +154,7 @@ def test_killed_worker_resumes_without_double_counting(ray_cluster, tmp_path):
     cfg = TrainConfig(dataset=str(ds), mode="decoder", workers=2, epochs=3, lr=3e-3,
                       correction_rounds=1, steps_per_epoch=8, eval_objects=8,
                       storage=str(tmp_path / "runs"), name="killme", debug_pid_dir=str(pid_dir),
-                      debug_pause_s=4.0)
+                      debug_pause_s=4.0, lr_scaling="sqrt")
     box = {}
     thread = threading.Thread(target=lambda: box.setdefault("out", run_training(cfg)))
     thread.start()
@@ -170,6 +170,8 @@ def test_killed_worker_resumes_without_double_counting(ray_cluster, tmp_path):
     assert [e["epoch"] for e in evs if e["event"] == "epoch"] == [1, 2, 3]
     assert any(e["event"] == "resume" for e in evs), [e["event"] for e in evs]
     assert len(list(pid_dir.iterdir())) >= 2  # epoch 2 ran again in a new worker
+    # lr x sqrt(2 workers), before and after the resume (the optimizer's state carries it)
+    assert [h["lr"] for h in out.history] == pytest.approx([3e-3 * 2 ** 0.5] * 3)
 
 
 def test_a_set_without_a_val_split_trains_and_says_there_is_no_measure(ray_cluster, tmp_path):

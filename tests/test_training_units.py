@@ -312,6 +312,15 @@ def test_best_epoch_and_early_stopping():
         TrainConfig(dataset="x", lr_schedule="cosine").validate()
 
 
+def test_lr_follows_the_workers_only_when_asked():
+    assert TrainConfig(dataset="x", lr=1e-4).scaled_lr(4) == 1e-4  # micro-sam's recipe
+    assert TrainConfig(dataset="x", lr=1e-4, lr_scaling="linear").scaled_lr(4) == 4e-4
+    assert TrainConfig(dataset="x", lr=1e-4, lr_scaling="sqrt").scaled_lr(4) == 2e-4
+    assert TrainConfig(dataset="x", lr=1e-4, lr_scaling="sqrt").scaled_lr(1) == 1e-4
+    with pytest.raises(RaysamError, match="lr_scaling 'cubic' is unknown; use one of none"):
+        TrainConfig(dataset="x", lr_scaling="cubic").validate()
+
+
 def test_runs_sized_by_the_data():
     """Epochs left unset: at least 100 samples per epoch (micro-sam's rule) and 5-20 epochs;
     epochs given: one pass per epoch, as before."""

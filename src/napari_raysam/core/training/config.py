@@ -22,6 +22,11 @@ MODES = ("decoder", "lora", "full")
 #: (``micro_sam.training.training._get_optimizer_and_scheduler``: ReduceLROnPlateau, factor 0.9,
 #: patience 3), here on the val box mIoU, the score that picks the checkpoint.
 LR_SCHEDULES = ("constant", "plateau")
+#: How the learning rate follows the number of workers. DDP averages the workers' gradients,
+#: so N workers take one step per N * images_per_step images: none keeps ``lr`` (micro-sam's
+#: recipe, one process), sqrt and linear multiply it by sqrt(N) or N (the usual large-batch
+#: rules) so a step moves as far as the bigger batch warrants.
+LR_SCALINGS = ("none", "sqrt", "linear")
 #: The base model when none is given: the shipped, trained ``tiny_cells`` (``tiny`` is random).
 DEFAULT_MODEL = "tiny_cells"
 NO_LORA_VIT_T = ("Mode 'lora' needs a ViT encoder (vit_b, vit_l, vit_h, tiny): micro-sam's LoRA "
@@ -69,6 +74,9 @@ class TrainConfig:
     lr_schedule: str = _opt("constant", "constant, or plateau: micro-sam's ReduceLROnPlateau "
                             "(x0.9 after 3 epochs without a better val box mIoU)",
                             choices=LR_SCHEDULES)
+    lr_scaling: str = _opt("none", "how lr follows the workers, whose gradients are averaged "
+                           "into one step: none (the same lr at any size), sqrt (lr x "
+                           "sqrt(workers)) or linear (lr x workers)", choices=LR_SCALINGS)
     objects_per_image: int = _opt(8, "annotated objects sampled per image and step")
     correction_rounds: int = _opt(3, "correction clicks after the first prompt, in training and "
                                   "in the 'corrected' val score")
@@ -96,6 +104,11 @@ class TrainConfig:
     debug_pid_dir: str | None = None  # tests: rank 1 writes its PID here when epoch 2 starts
     debug_pause_s: float = 0.0  # tests: pause before and after writing the PID
 
+    def scaled_lr(self, world: int) -> float:
+        """The learning rate of a run with ``world`` workers (:data:`LR_SCALINGS`)."""
+        factor = {"none": 1.0, "sqrt": world ** 0.5, "linear": float(world)}[self.lr_scaling]
+        return self.lr * factor
+
     def validate(self) -> TrainConfig:
         """Raise RaysamError for values no run can use; returns self."""
         checks = [
@@ -112,6 +125,8 @@ class TrainConfig:
             (self.lr_schedule in LR_SCHEDULES, f"lr_schedule {self.lr_schedule!r} is unknown; "
                                                f"use one of {', '.join(LR_SCHEDULES)}."),
             (self.lr > 0, f"lr={self.lr}: the learning rate must be positive."),
+            (self.lr_scaling in LR_SCALINGS, f"lr_scaling {self.lr_scaling!r} is unknown; "
+                                             f"use one of {', '.join(LR_SCALINGS)}."),
             (self.objects_per_image >= 1, "objects_per_image must be at least 1."),
             (self.correction_rounds >= 0, "correction_rounds cannot be negative."),
             (0 <= self.mask_prob <= 1, "mask_prob is a probability: use 0..1."),

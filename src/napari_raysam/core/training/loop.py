@@ -129,7 +129,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         SamStep(sam, frozen_encoder=cfg.mode == "decoder"),
         parallel_strategy_kwargs={"find_unused_parameters": True},
     )
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.scaled_lr(world),
+                                  weight_decay=cfg.weight_decay)
     scheduler = None
     if cfg.lr_schedule == "plateau":  # micro-sam's default schedule, on our deciding score
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max",
