@@ -49,8 +49,9 @@ def write_images(folder: Path, n: int, size: int) -> list[Path]:
     return paths
 
 
-def plain_loop(paths: list[Path], spec: str) -> tuple[float, dict[str, np.ndarray]]:
-    """micro-sam's automatic_instance_segmentation per image, our model's generator settings."""
+def plain_loop(paths: list[Path], spec: str, ready=None) -> tuple[float, dict[str, np.ndarray]]:
+    """micro-sam's automatic_instance_segmentation per image, our model's generator settings;
+    ``ready``: a barrier to wait at once the model is loaded (loops started together)."""
     import tifffile
     import torch
     from micro_sam import instance_segmentation as ins
@@ -63,6 +64,8 @@ def plain_loop(paths: list[Path], spec: str) -> tuple[float, dict[str, np.ndarra
 
     torch.set_num_threads(1)
     model = load_model(spec, device="cpu")
+    if ready is not None:
+        ready.wait()
     out = {}
     t0 = time.perf_counter()
     for path in paths:
@@ -83,9 +86,11 @@ def parallel_plain_loops(paths: list[Path], spec: str) -> float:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    halves = [paths[0::2], paths[1::2]]
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return max(s for s, _ in pool.map(plain_loop, halves, [spec, spec]))
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(2, mp_context=context) as pool:
+        ready = manager.Barrier(2)  # both loops start timing together, models loaded
+        halves = [paths[0::2], paths[1::2]]
+        return max(s for s, _ in pool.map(plain_loop, halves, [spec] * 2, [ready] * 2))
 
 
 def ray_job(folder: Path, spec: str, workers: int, root: Path) -> tuple[float, dict]:

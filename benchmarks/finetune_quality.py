@@ -282,6 +282,9 @@ def main() -> None:
     if args.smoke:
         args.epochs = args.epochs or 2
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    scalings = [x.strip() for x in args.lr_scaling.split(",") if x.strip()]
+    if not set(scalings) <= {"sqrt", "linear"} or len(set(scalings)) < len(scalings):
+        parser.error("--lr-scaling takes sqrt and/or linear, each once (none is the 2w row)")
     if "full" not in modes:
         parser.error("--modes must include full (the equal-time comparison is on full)")
     epochs = args.epochs or max(2, math.floor((args.budget - OVERHEAD_GUESS_S) / EPOCH_GUESS_S))
@@ -301,7 +304,6 @@ def main() -> None:
     runs: dict[str, dict] = {}
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        scalings = [x.strip() for x in args.lr_scaling.split(",") if x.strip()]
         arms = [("full", 1, "none"), ("full", 2, "none")]
         arms += [("full", 2, x) for x in scalings] + [(m, 1, "none") for m in modes if m != "full"]
         for mode, workers, scaling in arms:

@@ -158,9 +158,19 @@ def _submit(client_env, cluster, s3, training_set, *extra) -> Client:
                   s3.uri("store"), *TRAIN, *extra, "--json")
 
 
-def _kill_worker_after_epoch(client: Client, cluster: Cluster, epoch: int) -> None:
+def _kill_worker_after_epoch(client: Client, cluster: Cluster, epoch: int,
+                             s3: S3Server | None = None) -> None:
+    """SIGKILL the worker node once rank 0 has reported ``epoch``; with ``s3``, only once Ray's
+    controller has registered a checkpoint (it writes its snapshot to the run's folder then)."""
     client.wait_for(lambda e: e.get("event") == "epoch" and e.get("epoch") == epoch,
                     timeout=600)
+    if s3 is not None:
+        run = next(e["run"] for e in client.events() if e.get("event") == "submitted")
+        snapshot = f"store/runs/{run}/checkpoint_manager_snapshot.json"
+        deadline = time.monotonic() + 60
+        while snapshot not in s3.keys_under(f"store/runs/{run}/"):
+            assert time.monotonic() < deadline, f"Ray never wrote {snapshot}"
+            time.sleep(0.2)
     nodes = cluster.head.train_worker_nodes()
     assert len(nodes) == 2 and len(set(nodes)) == 2, nodes  # one worker on each node
     cluster.kill_worker()
@@ -172,11 +182,12 @@ def _assert_no_secrets(text: str, cluster: Cluster, s3: S3Server) -> None:
 
 
 def test_remote_run_over_s3_resumes_after_a_lost_node(s3, cluster, client_env, training_set):
-    # Killed after epoch 2, not 1: ray.train.report returns before Ray's controller has taken
-    # the result, so a node lost right after epoch 1 (seen on CI) can restart from scratch.
-    # Epoch 2's report waits for epoch 1's to be taken, so epoch 1's checkpoint is registered.
+    # ray.train.report returns before Ray's controller has taken the result (it polls every
+    # 2 s and registers a checkpoint once every rank's report is in), so a node lost right after
+    # the epoch-1 event can restart the run from scratch (seen on CI). The kill waits for the
+    # controller's checkpoint snapshot; 8 epochs leave time for that wait.
     client = _submit(client_env, cluster, s3, training_set, "--epochs", "8")
-    _kill_worker_after_epoch(client, cluster, 2)
+    _kill_worker_after_epoch(client, cluster, 2, s3)
     cluster.add_worker()  # a fresh node (its own namespace) replaces the lost one
     code = client.finish(timeout=900)
     assert code == 0, client.text[-5000:]
