@@ -157,6 +157,7 @@ def test_the_jobs_eta_shows_live_and_auto_epochs_are_the_default(dock):
     widget.record = _record(widget, NAME, "RUNNING")
     assert widget.options()["epochs"] is None and widget.epochs.text() == "auto"
     assert widget.options()["patience"] is None and widget.options()["lr_schedule"] == "constant"
+    assert widget.options()["lr_scaling"] == "none"  # micro-sam's recipe unless chosen
     widget._on_event({"event": "progress", "epoch": 1, "epochs": 20, "step": 3, "steps": 100,
                       "eta_s": 130.0})
     assert widget.status.text() == "epoch 1/20, step 3/100, ~2 min left"

@@ -76,6 +76,7 @@ def test_annotate_export_train_use_and_segment_again(qtbot, make_napari_viewer, 
     dock.epochs.setValue(2)
     dock.workers_spin.setValue(2)
     dock.lr.setValue(3e-3)
+    dock.scaling_combo.setCurrentText("sqrt")  # lr x sqrt(2 workers) reaches the job
     dock.auto_use.setChecked(True)  # the checkpoint becomes the Segment dock's model at once
     assert dock.start() is not None
     qtbot.waitUntil(lambda: dock.model is not None or "FAILED" in dock.status.text(),
@@ -83,6 +84,11 @@ def test_annotate_export_train_use_and_segment_again(qtbot, make_napari_viewer, 
     assert dock.model is not None, dock.status.text() + dock.log_view.toPlainText()[-2000:]
     assert sorted(dock.plot.epochs) == [1, 2]  # both epochs arrived as events
     assert "box mIoU" in dock.result.text() and dock.progress_bar.value() == 2
+    from napari_raysam.core.sam.models import load_model
+
+    lineage = load_model(f"run:{dock.model.name}", device="cpu").lineage
+    assert lineage["config"]["lr_scaling"] == "sqrt"
+    assert [m["lr"] for m in lineage["metrics"]] == pytest.approx([3e-3 * 2 ** 0.5] * 2)
     qtbot.waitUntil(lambda: not segment.busy, timeout=60_000)
     assert segment.model.spec == f"run:{dock.model.name}" and segment.embeddings is not None
     before = int(viewer.layers["cells objects"].data.max())

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 from napari_raysam._qt._common import spin
 from napari_raysam._qt._dock import scroll_body
 from napari_raysam._qt.metrics_plot import MetricsPlot
-from napari_raysam.core.training.config import LR_SCHEDULES, MODES
+from napari_raysam.core.training.config import LR_SCALINGS, LR_SCHEDULES, MODES
 
 NOT_CONNECTED = "Not connected."
 
@@ -60,6 +60,11 @@ class TrainForm:
         self.schedule_combo.addItems(LR_SCHEDULES)
         self.schedule_combo.setToolTip("plateau: micro-sam's schedule, the learning rate x0.9 "
                                        "after 3 epochs without a better val box mIoU")
+        self.scaling_combo = QComboBox()
+        self.scaling_combo.addItems(LR_SCALINGS)
+        self.scaling_combo.setToolTip("with W workers each step averages W workers' gradients: "
+                                      "none keeps the learning rate (micro-sam's recipe); "
+                                      "sqrt or linear multiply it by sqrt(W) or W")
         self.workers_spin = spin(QSpinBox, 1, 1024, 1)
         self.gpus = spin(QDoubleSpinBox, 0, 16, 0, step=0.5, decimals=2)
         self.lr = spin(QDoubleSpinBox, 1e-6, 1.0, 1e-4, step=1e-4, decimals=6)
@@ -123,6 +128,7 @@ class TrainForm:
                               ("Epochs", self.epochs), ("Early stop", self.patience),
                               ("Workers", self.workers_spin), ("GPUs/worker", self.gpus),
                               ("Learning rate", self.lr), ("LR schedule", self.schedule_combo),
+                              ("LR x workers", self.scaling_combo),
                               ("Objects/image", self.objects)):
             form.addRow(label, widget)
         run_row = QHBoxLayout()

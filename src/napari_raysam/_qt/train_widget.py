@@ -160,6 +160,7 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
                 "mode": self.mode_combo.currentText(), "epochs": self.epochs.value() or None,
                 "patience": self.patience.value() or None,
                 "lr_schedule": self.schedule_combo.currentText(),
+                "lr_scaling": self.scaling_combo.currentText(),
                 "workers": self.workers_spin.value(), "gpus_per_worker": self.gpus.value(),
                 "lr": self.lr.value(), "objects_per_image": self.objects.value()}
 

@@ -243,6 +243,13 @@ class SamInput:
         return f"{MINMAX}-per-tile:{pixel_hash(self.source)}"
 
 
+def scaled_per_tile(sample, size: int) -> bool:
+    """Whether a tile of ``sample`` (anything with ``rgb`` and ``source``, e.g. a SamInput) is
+    scaled on its own: it has a ``source`` and spans more than one ``size`` tile (a single
+    tile's own scaling is the whole image's)."""
+    return getattr(sample, "source", None) is not None and max(sample.rgb.shape[:2]) > size
+
+
 def as_sam_input(image: np.ndarray | SamInput) -> SamInput:
     """``image`` as a SamInput (a bare (H, W, 3) uint8 array: tiles cut from it)."""
     return image if isinstance(image, SamInput) else SamInput(np.asarray(image))

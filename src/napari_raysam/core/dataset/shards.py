@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_raysam.core.dataset.format import SampleRecord, open_dataset
-from napari_raysam.core.images import ImagePolicy, to_sam_input
-from napari_raysam.core.sam.tiles import scaled_per_tile
+from napari_raysam.core.images import ImagePolicy, scaled_per_tile, to_sam_input
 
 
 @dataclass

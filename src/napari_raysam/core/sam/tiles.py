@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_raysam.core.images import SamInput
+from napari_raysam.core.images import SamInput, scaled_per_tile
 from napari_raysam.core.sam import prompts
 
 
@@ -48,12 +48,6 @@ def dihedral(array: np.ndarray, variant: int) -> np.ndarray:
     """Variant 0..7: rotate by 90 * (variant % 4) degrees, then flip left-right if >= 4."""
     out = np.rot90(array, variant % 4, axes=(0, 1))
     return np.ascontiguousarray(out[:, ::-1] if variant >= 4 else out)
-
-
-def scaled_per_tile(sample, size: int) -> bool:
-    """Whether a tile of ``sample`` is scaled on its own: it has a ``source`` and spans more
-    than one tile (a single tile's own scaling is the whole image's)."""
-    return getattr(sample, "source", None) is not None and max(sample.rgb.shape[:2]) > size
 
 
 def tile_arrays(samples: list, tile: Tile, size: int) -> tuple[np.ndarray, np.ndarray]:

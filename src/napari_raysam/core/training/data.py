@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from napari_raysam.core.dataset.shards import LoadedSample
+from napari_raysam.core.images import scaled_per_tile
 from napari_raysam.core.sam import prompts
-from napari_raysam.core.sam.tiles import Tile, crop, scaled_per_tile, tile_arrays
+from napari_raysam.core.sam.tiles import Tile, crop, tile_arrays
 
 
 def epoch_tiles(samples: list[LoadedSample], base: list[Tile], size: int, n: int, mode: str,
