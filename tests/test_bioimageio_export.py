@@ -139,7 +139,7 @@ def test_train_dock_export_button_asks_where_and_reports_in_the_dock(
     exports in a worker; problems show in the dock. (The export itself: the CLI test above.)"""
     from qtpy.QtCore import Qt
 
-    from napari_raysam._qt import train_widget
+    from napari_raysam._qt import train_model_actions
     from napari_raysam.core.model_store import list_registered_models
     from napari_raysam.core.sam.models import save_checkpoint
 
@@ -147,7 +147,7 @@ def test_train_dock_export_button_asks_where_and_reports_in_the_dock(
     dock = viewer.window.add_plugin_dock_widget("napari-raysam", "Train")[1]
     asked: list = []
     answer = {"path": ""}
-    monkeypatch.setattr(train_widget.QFileDialog, "getSaveFileName",
+    monkeypatch.setattr(train_model_actions.QFileDialog, "getSaveFileName",
                         lambda *a: (asked.append(a[2]) or answer["path"], "*.zip"))
     assert not dock.export_button.isEnabled()  # nothing fetched yet
 

@@ -11,7 +11,6 @@ import os
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from napari_raysam.core.cluster import ClusterProfile, connect
 from napari_raysam.core.dataset import SampleInput, write_dataset
 from napari_raysam.core.dataset.synthetic import make_samples
 from napari_raysam.core.storage import StorageError
-from remote_cluster import IsolatedNode, S3Server, node_env
+from remote_cluster import Client, IsolatedNode, S3Server, node_env
 
 pytestmark = pytest.mark.ray
 TRAIN = ["--model", "tiny", "--mode", "decoder", "--workers", "2", "--epochs", "5",
@@ -104,52 +103,6 @@ def training_set(tmp_path):
     return write_dataset(tmp_path / "my set", [SampleInput(s.image, s.labels, f"img{i}")
                                                for i, s in enumerate(samples)],
                          val_fraction=0.25, seed=3)
-
-
-class Client:
-    """``python -m napari_raysam.cli ...`` with the client's environment; lines collected."""
-
-    def __init__(self, env: dict, *args: str):
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "napari_raysam.cli", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=env, stdin=subprocess.DEVNULL)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def events(self) -> list[dict]:
-        out = []
-        for line in list(self.lines):
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-        return out
-
-    def wait_for(self, pred, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for e in self.events():
-                if pred(e):
-                    return e
-            if self.proc.poll() is not None and not self.reader.is_alive():
-                break
-            time.sleep(0.2)
-        raise AssertionError("never saw the event; output:\n" + "\n".join(self.lines[-60:]))
-
-    def finish(self, timeout: float) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self.reader.join(timeout=10)
-        return code
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 def _submit(client_env, cluster, s3, training_set, *extra) -> Client:

@@ -5,14 +5,11 @@ All cluster I/O runs in thread workers; the dock only reads the form and shows e
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFileDialog, QWidget
+from qtpy.QtWidgets import QWidget
 
 from napari_raysam._qt._common import (
     CLUSTER_MODULES,
-    SAM_MODULES,
     DockLifetime,
     ViewerHooks,
     detach_workers,
@@ -24,11 +21,11 @@ from napari_raysam._qt._common import (
 from napari_raysam._qt._dock import find_dock
 from napari_raysam._qt.gc_pauses import QuietCollector
 from napari_raysam._qt.train_form import NOT_CONNECTED, TrainForm, run_tip
+from napari_raysam._qt.train_model_actions import ModelActions
 from napari_raysam.core import runs
 from napari_raysam.core.cluster import ClusterProfile, ProfileStore, connect
 from napari_raysam.core.cluster.local_head import LocalHead
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.runs.compare import compare_on_set
 from napari_raysam.core.runs.records import RunIndex
 from napari_raysam.core.runs.text import (
     ANSI,
@@ -41,10 +38,9 @@ from napari_raysam.core.runs.text import (
     run_status_text,
     use_label,
 )
-from napari_raysam.core.sam.export import export_bioimageio, resolve_export_source
 
 
-class TrainWidget(DockLifetime, TrainForm, QWidget):
+class TrainWidget(DockLifetime, TrainForm, ModelActions, QWidget):
     """The Train dock."""
 
     def __init__(self, napari_viewer, profiles: ProfileStore | None = None,
@@ -305,76 +301,6 @@ class TrainWidget(DockLifetime, TrainForm, QWidget):
             return
         self._clear_run_view()
         self.follow(self.index.get(name))
-
-    def use_in_segment(self) -> bool:
-        """Make the fine-tuned checkpoint the Segment dock's model."""
-        if self.model is None:
-            return False
-        segment = find_dock(self.viewer, "use_model")
-        if segment is None:
-            show_status(self.status, f"Open the Segment dock and pick run:{self.model.name}.")
-            return False
-        segment.use_model(f"run:{self.model.name}")
-        show_status(self.status, f"The Segment dock now uses {model_label(self.model)}.")
-        return True
-
-    def export_model(self):
-        """Share the fetched model as a bioimage.io package: check it can be exported (tiny
-        models cannot), ask where, then export and test it; all file work in workers."""
-        if self.model is None:
-            return None
-        return self._run(resolve_export_source, (f"run:{self.model.name}",),
-                         self._ask_export_path, "Checking the model...")
-
-    def _ask_export_path(self, source) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export for bioimage.io", str(Path.home() / f"{self.model.name}.zip"),
-            "bioimage.io package (*.zip)")
-        if not path:
-            show_status(self.status, "Export cancelled.")
-            return
-        confirmed = path.lower().endswith(".zip")  # the dialog asked before replacing it
-        path = path if confirmed else path + ".zip"
-        self._run(lambda: export_bioimageio(source, path, overwrite=confirmed), (),
-                  self._exported,
-                  f"Exporting {source.spec} for bioimage.io: micro-sam runs the model on a "
-                  "test image, then bioimage.io tests the package (minutes on a CPU)...")
-
-    def _exported(self, result) -> None:
-        show_status(self.status, f"Wrote {result.path} ({result.size_bytes / 1e6:.0f} MB, "
-                    f"bioimage.io test {result.validation}): ready to upload to bioimage.io.")
-
-    def evaluate_test_set(self, folder: str | None = None):
-        """Score the base model and the fetched fine-tuned one on a test set (any training set
-        of ours, ``folder`` or asked for), in a worker; the result and verdict are shown."""
-        if self.model is None:
-            show_status(self.status, "No fine-tuned model to evaluate yet: fetch a finished run "
-                        "first (Fetch), then evaluate it on a test set.", error=True)
-            return None
-        folder = folder or QFileDialog.getExistingDirectory(
-            self, "Choose a test set (a training-set folder)", self.dataset_edit.text().strip())
-        if not folder:
-            show_status(self.status, "Evaluation cancelled.")
-            return None
-        preload(SAM_MODULES)  # torch and SAM: imported by a worker they would stall napari
-        base, tuned = self.model.base_model, f"run:{self.model.name}"
-        self.evaluate_button.setEnabled(False)
-        self.evaluation.setText("")
-        scored = self.model  # a result for a model replaced meanwhile is dropped
-        self.evaluating = self._run(
-            compare_on_set, (base, tuned, folder),
-            lambda result: self._evaluated(result) if self.model is scored else None,
-            f"Evaluating {base} and {tuned} on {folder} (base, then fine-tuned)...",
-            finished=self._evaluation_ended)
-        return self.evaluating
-
-    def _evaluated(self, comparison) -> None:
-        self.evaluation.setText(comparison.text())
-        show_status(self.status, comparison.headline(), warning=comparison.verdict == "worse")
-
-    def _evaluation_ended(self) -> None:
-        self.evaluating = None
-        self.evaluate_button.setEnabled(self.model is not None)
 
     def _segment_model(self) -> str | None:
         segment = find_dock(self.viewer, "use_model")
