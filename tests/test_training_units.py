@@ -41,8 +41,23 @@ def test_points_boxes_and_centres_lie_on_objects():
     centres = prompts.centre_points(masks.numpy())
     assert centres[0].tolist() in ([6, 6], [7, 7], [6, 7], [7, 6])
     boxes = prompts.boxes_from_masks(masks)
-    assert boxes[0].tolist() == [2, 2, 11, 11] and boxes[1].tolist() == [15, 20, 24, 29]
-    assert prompts.boxes_from_masks(masks, 0.1, gen).shape == (2, 4)
+    assert boxes[0].tolist() == [2, 2, 12, 12] and boxes[1].tolist() == [15, 20, 25, 30]
+    grown = prompts.boxes_from_masks(masks, 0.1, gen)
+    assert (grown[:, :2] <= boxes[:, :2]).all() and (grown[:, 2:] >= boxes[:, 2:]).all()
+    assert (grown - boxes).abs().max() <= 1.0 and (grown != boxes).any()
+
+
+def test_boxes_are_micro_sams_boxes():
+    """Training and evaluation boxes follow micro-sam's convention (max exclusive), so a model
+    fine-tuned here is prompted as micro-sam's trainer, evaluator and annotator prompt it."""
+    from micro_sam.util import get_centers_and_bounding_boxes
+
+    lab = _labels()
+    lab[25:27, 0:12] = 4  # thin and elongated: where a pixel per side matters most
+    ids = prompts.select_objects(lab, None, None, min_px=10)
+    _, theirs = get_centers_and_bounding_boxes(lab)
+    expected = [[theirs[i][1], theirs[i][0], theirs[i][3], theirs[i][2]] for i in ids]
+    assert prompts.boxes_from_masks(prompts.object_masks(lab, ids)).tolist() == expected
 
 
 def test_correction_points_target_error_regions():

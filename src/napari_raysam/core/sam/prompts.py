@@ -64,8 +64,13 @@ def centre_points(masks) -> np.ndarray:
 
 
 def boxes_from_masks(masks, distortion: float = 0.0, generator=None):
-    """Bounding boxes (N, 4) float x0, y0, x1, y1 (inclusive max), optionally distorted by
-    Gaussian noise with std ``distortion`` x box size (micro-sam's box_distortion_factor)."""
+    """Bounding boxes (N, 4) float x0, y0, x1, y1 with the max EXCLUSIVE (one past the last
+    pixel), as micro-sam's training and evaluation derive them (``regionprops`` bbox in
+    ``util.get_centers_and_bounding_boxes``) and as SAM's COCO-style boxes are: a model
+    trained on one convention loses a pixel per side on thin objects under the other.
+
+    ``distortion`` > 0 grows each side outwards by a uniform [0, distortion) share of the box's
+    length, clipped to the image (micro-sam's ``box_distortion_factor``)."""
     import torch
 
     n, h, w = masks.shape
@@ -73,16 +78,16 @@ def boxes_from_masks(masks, distortion: float = 0.0, generator=None):
     ar_h, ar_w = torch.arange(h), torch.arange(w)
     big = torch.tensor(10**9)
     y0 = torch.where(rows, ar_h, big).min(dim=1).values
-    y1 = torch.where(rows, ar_h, -big).max(dim=1).values
+    y1 = torch.where(rows, ar_h, -big).max(dim=1).values + 1
     x0 = torch.where(cols, ar_w, big).min(dim=1).values
-    x1 = torch.where(cols, ar_w, -big).max(dim=1).values
+    x1 = torch.where(cols, ar_w, -big).max(dim=1).values + 1
     boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
     if distortion > 0:
-        size = torch.stack([x1 - x0, y1 - y0, x1 - x0, y1 - y0], dim=1).float() + 1
-        noise = torch.randn(boxes.shape, generator=generator) * distortion * size
-        boxes = boxes + noise
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w - 1)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h - 1)
+        length = torch.stack([x1 - x0, y1 - y0], dim=1).float().repeat(1, 2)
+        grow = torch.rand(boxes.shape, generator=generator) * distortion * length
+        boxes = boxes + torch.tensor([-1.0, -1.0, 1.0, 1.0]) * grow
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
     return boxes
 
 
@@ -93,9 +98,9 @@ def _box_ring(target, margin: int = 3):
     n, h, w = target.shape
     boxes = boxes_from_masks(target).long()
     ys, xs = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
-    inside = ((ys >= (boxes[:, 1] - margin)[:, None, None]) & (ys <= (boxes[:, 3] + margin)
+    inside = ((ys >= (boxes[:, 1] - margin)[:, None, None]) & (ys < (boxes[:, 3] + margin)
               [:, None, None]) & (xs >= (boxes[:, 0] - margin)[:, None, None])
-              & (xs <= (boxes[:, 2] + margin)[:, None, None]))
+              & (xs < (boxes[:, 2] + margin)[:, None, None]))
     return inside & ~target
 
 
