@@ -8,7 +8,10 @@ Trainers (1 CPU thread each):
 * ours: ``core.training.runner.run_training`` on a local Ray cluster (the job path every run
   takes), mode ``full`` with 1 and 2 workers (``--modes full,decoder,lora`` adds 1-worker
   ``decoder`` and ``lora`` rows; ``--lr-scaling linear,sqrt`` adds 2-worker ``full`` rows whose
-  lr grows with the workers, ``TrainConfig.lr_scaling``).
+  lr grows with the workers, ``TrainConfig.lr_scaling``). Ours trains on micro-sam's min-max
+  pixels (``TrainConfig.normalisation``), the pixels micro-sam's trainer sees and micro-sam's
+  evaluator feeds every model; ``--ours-normalisation base`` keeps tiny_cells' percentile
+  scaling instead (then micro-sam's evaluator grades ours on pixels it was not trained on).
   Ours trains a number of epochs (``--epochs``, by default sized from ``--budget``); its wall
   time T1 (1 worker, full) is the budget micro-sam then gets, so the two have equal wall time.
 * micro-sam: ``micro_sam.training.train_sam`` itself (SamTrainer, its Dice + IoU-MSE loss,
@@ -84,7 +87,7 @@ def split_files(dataset: Path, splits: tuple[str, ...]) -> tuple[list[str], list
 # --- ours --------------------------------------------------------------------------------------
 
 def train_ours(dataset: Path, storage: Path, mode: str, workers: int, epochs: int,
-               hyper: dict, lr_scaling: str = "none") -> dict:
+               hyper: dict, lr_scaling: str = "none", normalisation: str | None = None) -> dict:
     """One run through run_training; per-epoch val box mIoU with seconds since the call."""
     from napari_raysam.core.storage import local_path
     from napari_raysam.core.training.config import TrainConfig
@@ -93,7 +96,7 @@ def train_ours(dataset: Path, storage: Path, mode: str, workers: int, epochs: in
     cfg = TrainConfig(dataset=str(dataset), model=BASE, mode=mode, workers=workers,
                       epochs=epochs, lr=hyper["lr"], objects_per_image=hyper["objects"],
                       correction_rounds=hyper["rounds"], storage=str(storage), max_failures=0,
-                      lr_scaling=lr_scaling)
+                      lr_scaling=lr_scaling, normalisation=normalisation)
     t0 = time.time_ns()
     out = run_training(cfg, log_to_driver=False)
     wall = (time.time_ns() - t0) / 1e9
@@ -187,8 +190,8 @@ def val_box(checkpoint: str, train_set: Path, hyper: dict) -> float:
 
     loaded = load_model(checkpoint, device="cpu")
     cfg = TrainConfig(dataset=str(train_set), correction_rounds=hyper["rounds"])
-    return validate(loaded.sam, load_shard(str(train_set), "val"), loaded.img_size, cfg,
-                    None)["val_miou_box"]
+    val = load_shard(str(train_set), "val", normalisation=loaded.normalisation)
+    return validate(loaded.sam, val, loaded.img_size, cfg, None)["val_miou_box"]
 
 
 # --- grading on the held-out test set ----------------------------------------------------------
@@ -276,6 +279,11 @@ def main() -> None:
                              "(default: none)")
     parser.add_argument("--microsam-defaults", action="store_true",
                         help="micro-sam with train_sam's own lr/objects/rounds and bf16 on CPU")
+    parser.add_argument("--ours-normalisation", default="minmax", choices=("minmax", "base"),
+                        help="pixels ours trains on: minmax, micro-sam's (its trainer's "
+                             "normalize_minmax and what its evaluator feeds every model), or "
+                             "base, the base model's own (tiny_cells: percentile) (default: "
+                             "%(default)s)")
     parser.add_argument("--seed", type=int, default=16, help="data seed (test set: seed + 1)")
     parser.add_argument("--smoke", action="store_true", help="2 epochs (run_all.py --smoke)")
     args = parser.parse_args()
@@ -289,6 +297,7 @@ def main() -> None:
         parser.error("--modes must include full (the equal-time comparison is on full)")
     epochs = args.epochs or max(2, math.floor((args.budget - OVERHEAD_GUESS_S) / EPOCH_GUESS_S))
     ms_hyper = MICROSAM_DEFAULTS if args.microsam_defaults else MATCHED
+    normalisation = None if args.ours_normalisation == "base" else args.ours_normalisation
     started = time.perf_counter()
     root = isolate("raysam-quality-")
     import ray
@@ -299,7 +308,8 @@ def main() -> None:
     train_set, test_set = write_sets(root, args.seed)
     print(f"machine: {machine()}\ndata: {N_TRAIN} train + {N_VAL} val '{STYLE}' images "
           f"(seed {args.seed}), {N_TEST} held-out test images (seed {args.seed + 1}), 256 px; "
-          f"base {BASE}; ours {epochs} epochs; micro-sam {ms_hyper}"
+          f"base {BASE}; ours {epochs} epochs on {args.ours_normalisation} pixels; "
+          f"micro-sam {ms_hyper}"
           f"{', bf16' if args.microsam_defaults else ', fp32'}", flush=True)
     runs: dict[str, dict] = {}
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -311,7 +321,7 @@ def main() -> None:
             print(f"training: {name}", flush=True)
             try:
                 runs[name] = train_ours(train_set, root / "runs", mode, workers, epochs, MATCHED,
-                                        scaling)
+                                        scaling, normalisation)
             except Exception as exc:  # noqa: BLE001 - a failing mode is a row, not the end
                 runs[name] = {"error": root_error(exc)}
                 print(f"{name} failed: {runs[name]['error']}", flush=True)
