@@ -79,9 +79,32 @@ def test_cli_exports_a_registered_vit_b_model_that_bioimageio_validates(
     assert machine == json.loads(json.dumps(LINEAGE))  # the whole lineage travels
     assert "| training-set content hash (sha256) | " + LINEAGE["dataset_content_hash"] in doc
     assert "| val_miou_box | 0.52 | 0.74 |" in doc
+    assert "| pixel scaling in training | min-max (micro-sam's) |" in doc
+    assert "Note:" not in doc and "Note:" not in printed  # micro-sam's pixels: nothing to warn
     ours = torch.load(vit_b_checkpoint, map_location="cpu", weights_only=True)["model_state"]
     key = "image_encoder.blocks.0.attn.qkv.weight"
     assert torch.equal(exported[key], ours[key])  # our weights, not some other vit_b
+
+
+def test_a_model_trained_on_other_pixels_than_micro_sams_is_flagged(tmp_path):
+    """micro-sam's tools scale every image min-max: a package of a percentile-trained model
+    says so in its documentation (and the export says it before the work starts)."""
+    from napari_raysam.core.images import LEGACY, ImagePolicy
+    from napari_raysam.core.sam.export import ExportSource, documentation, scaling_note
+    from napari_raysam.core.sam.models import OUR_KEY, checkpoint_normalisation
+
+    percentile = LEGACY.normalisation()
+    source = ExportSource("run:x", "x", tmp_path / "x.pt", "vit_b", LINEAGE, False, percentile)
+    doc = documentation(source)
+    assert "| pixel scaling in training | percentile-scaled (1-99.8th) |" in doc
+    assert scaling_note(percentile) in doc and "--normalisation minmax" in doc
+    assert scaling_note(ImagePolicy().normalisation()) is None
+    # which scaling a checkpoint file stands for: ours records it (older ones: percentile);
+    # a plain micro-sam/SAM checkpoint is micro-sam's min-max
+    assert checkpoint_normalisation({"model_state": {}}, "m.pt")["scaling"] == "minmax"
+    assert checkpoint_normalisation({OUR_KEY: {"format": 1}}, "m.pt") == percentile
+    recorded = {OUR_KEY: {"normalisation": {"scaling": "minmax", "policy_version": 2}}}
+    assert checkpoint_normalisation(recorded, "m.pt")["scaling"] == "minmax"
 
 
 def test_a_package_that_fails_bioimageio_is_reported(tmp_path):

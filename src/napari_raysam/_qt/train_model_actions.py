@@ -53,7 +53,8 @@ class ModelActions:
 
     def _exported(self, result) -> None:
         show_status(self.status, f"Wrote {result.path} ({result.size_bytes / 1e6:.0f} MB, "
-                    f"bioimage.io test {result.validation}): ready to upload to bioimage.io.")
+                    f"bioimage.io test {result.validation}): ready to upload to bioimage.io."
+                    + (f" {result.note}" if result.note else ""))
 
     def evaluate_test_set(self, folder: str | None = None):
         """Score the base model and the fetched fine-tuned one on a test set (any training set

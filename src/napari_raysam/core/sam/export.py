@@ -24,8 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from napari_raysam.core.errors import RaysamError
+from napari_raysam.core.images import MINMAX
 from napari_raysam.core.sam.architectures import STANDARD_TYPES
-from napari_raysam.core.sam.models import OUR_KEY, infer_model_type, read_checkpoint
+from napari_raysam.core.sam.models import (
+    OUR_KEY,
+    checkpoint_normalisation,
+    infer_model_type,
+    read_checkpoint,
+)
 
 MOBILE_SAM_PIP = "pip install git+https://github.com/ChaoningZhang/MobileSAM.git"
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_+\- ()]")
@@ -41,6 +47,7 @@ class ExportSource:
     model_type: str
     lineage: dict
     has_decoder: bool
+    normalisation: dict  # how its training pixels were scaled (models.checkpoint_normalisation)
 
 
 @dataclass
@@ -51,6 +58,7 @@ class ExportResult:
     model_type: str
     size_bytes: int
     validation: str  # bioimageio.core's status: "passed"
+    note: str | None = None  # scaling_note: the model was not trained on micro-sam's pixels
 
 
 def resolve_export_source(spec: str) -> ExportSource:
@@ -86,7 +94,26 @@ def resolve_export_source(spec: str) -> ExportSource:
             f"{spec} is a vit_t model: micro-sam's exporter builds vit_t with the MobileSAM "
             f"package, which is not installed. Install it ({MOBILE_SAM_PIP}) and export again.")
     return ExportSource(spec, name or path.stem, path, model_type,
-                        dict(ours.get("lineage") or {}), "decoder_state" in raw)
+                        dict(ours.get("lineage") or {}), "decoder_state" in raw,
+                        checkpoint_normalisation(raw, path))
+
+
+def scaling_note(normalisation: dict) -> str | None:
+    """What a user of the package must know when the model was not trained on micro-sam's
+    min-max pixels (micro-sam's tools scale every image min-max); None when it was."""
+    if normalisation.get("scaling") == MINMAX:
+        return None
+    return (f"Note: this model was trained on {describe_scaling(normalisation)} pixels, but "
+            "micro-sam's tools scale every image min-max, so it segments worse there than in "
+            "napari-raysam. For use with micro-sam, fine-tune with `--normalisation minmax`.")
+
+
+def describe_scaling(normalisation: dict) -> str:
+    """'min-max (micro-sam's)' or 'percentile-scaled (1-99.8th)'."""
+    if normalisation.get("scaling") == MINMAX:
+        return "min-max (micro-sam's)"
+    return (f"{normalisation.get('scaling')}-scaled ({normalisation.get('lower', '?'):g}-"
+            f"{normalisation.get('upper', '?'):g}th)")
 
 
 def _tiny_message(spec: str) -> str:
@@ -149,6 +176,9 @@ def export_bioimageio(spec: str | ExportSource, out: str | os.PathLike, *,
         raise RaysamError(f"Not enough space in the temporary folder {tempfile.gettempdir()} "
                           f"for the export (about {2 * size / 1e6:.0f} MB); free some space or "
                           "set TMPDIR to a roomier folder.")
+    note = scaling_note(source.normalisation)
+    if note:
+        say(note)
     image, labels = export_test_image()
     partial = out.with_name(f".{out.stem}.partial-{os.getpid()}-{secrets.token_hex(4)}.zip")
     try:
@@ -166,7 +196,7 @@ def export_bioimageio(spec: str | ExportSource, out: str | os.PathLike, *,
     finally:
         partial.unlink(missing_ok=True)
     say(f"Wrote {out}.")
-    return ExportResult(out, source.model_type, out.stat().st_size, status)
+    return ExportResult(out, source.model_type, out.stat().st_size, status, note)
 
 
 def _run_exporter(source: ExportSource, image, labels, path: Path, doc: Path, cover: Path,
@@ -275,6 +305,7 @@ def documentation(source: ExportSource) -> str:
             ("mode", lin.get("mode")), ("training set", lin.get("dataset")),
             ("training-set content hash (sha256)", lin.get("dataset_content_hash")),
             ("best epoch", lin.get("best_epoch")),
+            ("pixel scaling in training", describe_scaling(source.normalisation)),
             ("partial (last checkpoint of an unfinished run)", lin.get("partial")),
             ("instance-segmentation decoder", "yes" if source.has_decoder else "no")]
     lines = [f"# {source.name}", "", description(source), "", "## Lineage", "",
@@ -300,6 +331,7 @@ def documentation(source: ExportSource) -> str:
     lines += ["", "## Use", "", "In napari with micro-sam (the package's weights load with "
               f"`micro_sam.util.get_sam_model(model_type='{source.model_type}', "
               "checkpoint_path=...)`), in napari-raysam, or in any bioimage.io tool.",
+              *(["", note] if (note := scaling_note(source.normalisation)) else []),
               "", "## Lineage (machine-readable)", "", "```json",
               json.dumps(lin, indent=1, sort_keys=True, default=str), "```", ""]
     return "\n".join(lines)

@@ -230,7 +230,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None) -> Loade
     """Load any supported checkpoint file into a :class:`LoadedModel`."""
     raw = read_checkpoint(path)
     ours = raw.get(OUR_KEY) if isinstance(raw.get(OUR_KEY), dict) else {}
-    normalisation = _normalisation(path, ours.get("normalisation")) if ours else None
+    normalisation = checkpoint_normalisation(raw, path)
     state = raw.get("model_state", raw)
     state = _strip_prefixes(dict(state))
     tiny = ours.get("tiny_config")
@@ -262,8 +262,17 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None) -> Loade
         tiny_config=config,
         lineage=ours.get("lineage"),
         decoder_state=raw.get("decoder_state"),
-        **({"normalisation": normalisation} if normalisation else {}),
+        normalisation=normalisation,
     )
+
+
+def checkpoint_normalisation(raw: dict, path) -> dict:
+    """How a loaded checkpoint's (``read_checkpoint``) training pixels were scaled: ours
+    records it (before it did: percentile); any other checkpoint is micro-sam's (min-max)."""
+    ours = raw.get(OUR_KEY) if isinstance(raw.get(OUR_KEY), dict) else {}
+    if not ours:
+        return ImagePolicy().normalisation()
+    return _normalisation(path, ours.get("normalisation"))
 
 
 def _normalisation(path, recorded) -> dict:
