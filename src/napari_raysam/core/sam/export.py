@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_raysam.core.errors import RaysamError
-from napari_raysam.core.images import MINMAX
+from napari_raysam.core.images import MINMAX, ImagePolicy
 from napari_raysam.core.sam.architectures import STANDARD_TYPES
 from napari_raysam.core.sam.models import (
     OUR_KEY,
@@ -110,10 +110,10 @@ def scaling_note(normalisation: dict) -> str | None:
 
 def describe_scaling(normalisation: dict) -> str:
     """'min-max (micro-sam's)' or 'percentile-scaled (1-99.8th)'."""
-    if normalisation.get("scaling") == MINMAX:
+    policy = ImagePolicy().using(normalisation)
+    if policy.scaling == MINMAX:
         return "min-max (micro-sam's)"
-    return (f"{normalisation.get('scaling')}-scaled ({normalisation.get('lower', '?'):g}-"
-            f"{normalisation.get('upper', '?'):g}th)")
+    return f"{policy.scaling}-scaled ({policy.lower:g}-{policy.upper:g}th)"
 
 
 def _tiny_message(spec: str) -> str:
