@@ -198,3 +198,9 @@ def test_train_dock_export_button_asks_where_and_reports_in_the_dock(
     click_and_wait("does not exist")  # checked in the worker before any export work
     assert not (tmp_path / "gone").exists()
     assert "e05050" in dock.status.styleSheet()  # shown as an error
+
+    from napari_raysam.core.sam.export import ExportResult, scaling_note
+
+    note = scaling_note({"scaling": "percentile"})  # a finished export's warning reaches the dock
+    dock._exported(ExportResult(tmp_path / "cells.zip", "vit_b", 10**8, "passed", note))
+    assert "Wrote" in dock.status.text() and note in dock.status.text()
