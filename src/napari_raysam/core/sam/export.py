@@ -101,7 +101,7 @@ def resolve_export_source(spec: str) -> ExportSource:
 def scaling_note(normalisation: dict) -> str | None:
     """What a user of the package must know when the model was not trained on micro-sam's
     min-max pixels (micro-sam's tools scale every image min-max); None when it was."""
-    if normalisation.get("scaling") == MINMAX:
+    if ImagePolicy().using(normalisation).scaling == MINMAX:
         return None
     return (f"Note: this model was trained on {describe_scaling(normalisation)} pixels, but "
             "micro-sam's tools scale every image min-max, so it segments worse there than in "

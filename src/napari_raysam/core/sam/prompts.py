@@ -70,7 +70,8 @@ def boxes_from_masks(masks, distortion: float = 0.0, generator=None):
     trained on one convention loses a pixel per side on thin objects under the other.
 
     ``distortion`` > 0 grows each side outwards by a uniform [0, distortion) share of the box's
-    length, clipped to the image (micro-sam's ``box_distortion_factor``)."""
+    length, clipped to the image (micro-sam's ``box_distortion_factor``; micro-sam then rounds
+    to whole pixels, here the box stays fractional as SAM's prompt encoder takes it)."""
     import torch
 
     n, h, w = masks.shape
